@@ -1,0 +1,337 @@
+//! The command line: argument parsing and the thin handlers that call into
+//! the library and print results (stdout) and logs (stderr).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use miette::GraphicalTheme;
+use serde_json::{Map, Value, json};
+
+use crate::diag::Problem;
+use crate::model::fleet::{Fleet, Loaded, load};
+use crate::model::hardware::HardwareType;
+use crate::vocab::InterfaceType;
+
+/// rivet: declarative bare-metal provisioning.
+#[derive(Debug, Parser)]
+#[command(name = "rivet", version, about, long_about = None)]
+pub struct Cli {
+    /// Log output format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and validate a fleet directory; exit 1 when anything is wrong.
+    Validate {
+        /// The fleet directory (holds rivet.toml, drivers/, nodes/).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Hardware types ("drivers"), as `baremetal driver` shows them.
+    #[command(subcommand)]
+    Driver(DriverCommand),
+    /// Write the JSON schemas of the declaration files.
+    Schema {
+        /// Directory to write rivet.schema.json, node.schema.json and driver.schema.json into.
+        #[arg(long, default_value = "schema")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriverCommand {
+    /// List the enabled hardware types.
+    List(DriverListArgs),
+    /// Show one hardware type with its default and enabled interfaces.
+    Show {
+        name: String,
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DriverListArgs {
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Add each type's default and enabled interfaces.
+    #[arg(long)]
+    pub detail: bool,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+/// Parse arguments, run the command, return the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RIVET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn run(cli: Cli) -> std::io::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { dir, format } => validate(&dir, format),
+        Command::Driver(DriverCommand::List(args)) => driver_list(&args),
+        Command::Driver(DriverCommand::Show { name, dir, format }) => {
+            driver_show(&name, &dir, format)
+        }
+        Command::Schema { out } => {
+            std::fs::create_dir_all(&out)?;
+            for (name, text) in crate::config::schema::all() {
+                std::fs::write(out.join(name), text)?;
+                println!("wrote {}", out.join(name).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn theme() -> GraphicalTheme {
+    if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    }
+}
+
+/// Print every problem to stderr, as miette renders it.
+pub fn print_problems(problems: &[Problem]) {
+    let theme = theme();
+    let mut err = std::io::stderr().lock();
+    for problem in problems {
+        let _ = writeln!(err, "{}", problem.render(theme.clone()));
+    }
+}
+
+fn validate(dir: &Path, format: Format) -> std::io::Result<ExitCode> {
+    let loaded = load(dir);
+    let code = if loaded.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    match format {
+        Format::Json => {
+            let out = validate_json(&loaded);
+            println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        }
+        Format::Human => {
+            let fleet = &loaded.fleet;
+            if loaded.is_valid() {
+                println!(
+                    "{}: {} {} valid ({} hardware {} enabled, {} deploy {}, {} rollout {})",
+                    dir.display(),
+                    fleet.nodes.len(),
+                    plural(fleet.nodes.len(), "node", "nodes"),
+                    fleet.hardware.enabled_types.len(),
+                    plural(fleet.hardware.enabled_types.len(), "type", "types"),
+                    fleet.templates.len(),
+                    plural(fleet.templates.len(), "template", "templates"),
+                    fleet.rollouts.len(),
+                    plural(fleet.rollouts.len(), "group", "groups"),
+                );
+            } else {
+                print_problems(&loaded.problems);
+                eprintln!(
+                    "error: {} {} in {}; {} of the declared nodes are valid. Nothing was changed.",
+                    loaded.problems.len(),
+                    plural(loaded.problems.len(), "problem", "problems"),
+                    dir.display(),
+                    fleet.nodes.len(),
+                );
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// The `validate --format json` document.
+pub fn validate_json(loaded: &Loaded) -> Value {
+    let nodes: Vec<Value> = loaded
+        .fleet
+        .nodes
+        .iter()
+        .map(|node| {
+            let interfaces: Map<String, Value> = node
+                .interfaces
+                .iter()
+                .map(|(kind, name)| (kind.as_str().to_string(), json!(name)))
+                .collect();
+            json!({
+                "name": node.name,
+                "uuid": node.uuid.to_string(),
+                "driver": node.driver,
+                "interfaces": interfaces,
+            })
+        })
+        .collect();
+    let errors: Vec<Value> = loaded
+        .problems
+        .iter()
+        .map(|p| serde_json::to_value(p.record()).expect("json"))
+        .collect();
+    json!({ "valid": loaded.is_valid(), "nodes": nodes, "errors": errors })
+}
+
+/// A hardware type as `GET /v1/drivers[?detail=true]` shows it (without links).
+pub fn driver_json(fleet: &Fleet, hw: &HardwareType, detail: bool) -> Value {
+    let mut doc = Map::new();
+    doc.insert("name".into(), json!(hw.name));
+    doc.insert("hosts".into(), json!([fleet.conductor.host]));
+    doc.insert("type".into(), json!("dynamic"));
+    if detail {
+        for kind in InterfaceType::ALL {
+            doc.insert(kind.default_key(), json!(fleet.type_default(hw, kind)));
+            doc.insert(kind.enabled_key(), json!(fleet.type_enabled(hw, kind)));
+        }
+    }
+    Value::Object(doc)
+}
+
+fn load_for_drivers(dir: &Path) -> Loaded {
+    let loaded = load(dir);
+    if !loaded.is_valid() {
+        eprintln!(
+            "warning: {} {} in {}; run `rivet validate {}` to see them",
+            loaded.problems.len(),
+            plural(loaded.problems.len(), "problem", "problems"),
+            dir.display(),
+            dir.display()
+        );
+    }
+    loaded
+}
+
+fn driver_list(args: &DriverListArgs) -> std::io::Result<ExitCode> {
+    let loaded = load_for_drivers(&args.dir);
+    let fleet = &loaded.fleet;
+    let enabled: Vec<&HardwareType> = fleet
+        .types
+        .iter()
+        .filter(|t| fleet.hardware.enabled_types.contains(&t.name))
+        .collect();
+    match args.format {
+        Format::Json => {
+            let drivers: Vec<Value> = enabled
+                .iter()
+                .map(|hw| driver_json(fleet, hw, args.detail))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "drivers": drivers })).expect("json")
+            );
+        }
+        Format::Human => {
+            let width = enabled
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(19);
+            println!("{:width$}  Active host(s)", "Supported driver(s)");
+            for hw in &enabled {
+                println!("{:width$}  {}", hw.name, fleet.conductor.host);
+            }
+            if args.detail {
+                for hw in &enabled {
+                    println!();
+                    print_driver_detail(fleet, hw);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_driver_detail(fleet: &Fleet, hw: &HardwareType) {
+    println!("{}", hw.name);
+    if let Some(base) = &hw.base {
+        println!("  base: {base}");
+    }
+    for kind in InterfaceType::ALL {
+        let default = fleet
+            .type_default(hw, kind)
+            .unwrap_or_else(|| "(none)".into());
+        let enabled = fleet.type_enabled(hw, kind);
+        println!(
+            "  {:<11} default {:<22} enabled {}",
+            kind.as_str(),
+            default,
+            if enabled.is_empty() {
+                "(none)".to_string()
+            } else {
+                enabled.join(", ")
+            }
+        );
+    }
+}
+
+fn driver_show(name: &str, dir: &Path, format: Format) -> std::io::Result<ExitCode> {
+    let loaded = load_for_drivers(dir);
+    let fleet = &loaded.fleet;
+    let Some(hw) = fleet.hardware_type(name) else {
+        let known: Vec<&str> = fleet.types.iter().map(|t| t.name.as_str()).collect();
+        let mut message = format!("hardware type `{name}` does not exist (DriverNotFound)");
+        if let Some(near) = crate::diag::nearest(name, known.iter().copied()) {
+            message.push_str(&format!("; did you mean `{near}`?"));
+        }
+        eprintln!(
+            "error: {message}\n  known hardware types: {}",
+            crate::diag::list(&known)
+        );
+        return Ok(ExitCode::from(1));
+    };
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&driver_json(fleet, hw, true)).expect("json")
+        ),
+        Format::Human => print_driver_detail(fleet, hw),
+    }
+    Ok(ExitCode::SUCCESS)
+}

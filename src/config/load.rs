@@ -1,0 +1,460 @@
+//! Reading a fleet directory: every file, with spans, every syntax and
+//! shape error collected (not just the first).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::raw::{HardwareTypeDecl, InterfaceDecl, NodeDecl, RivetFile, TemplateDecl};
+use crate::diag::{self, Loc, Problem, SourceFile};
+
+/// Everything read from a fleet directory, before semantic validation.
+#[derive(Debug, Default)]
+pub struct RawFleet {
+    pub root: PathBuf,
+    pub rivet: Option<(Arc<SourceFile>, RivetFile)>,
+    pub hardware_types: Vec<(Arc<SourceFile>, HardwareTypeDecl)>,
+    pub interfaces: Vec<(Arc<SourceFile>, InterfaceDecl)>,
+    pub templates: Vec<(Arc<SourceFile>, TemplateDecl)>,
+    pub nodes: Vec<(Arc<SourceFile>, NodeDecl)>,
+    /// Every file read, in the order read (sorted paths).
+    pub files: Vec<Arc<SourceFile>>,
+    pub problems: Vec<Problem>,
+}
+
+/// Read `rivet.toml`, `drivers/*.toml` and `nodes/**/*.toml` under `root`.
+pub fn load_dir(root: &Path) -> RawFleet {
+    let mut fleet = RawFleet {
+        root: root.to_path_buf(),
+        ..RawFleet::default()
+    };
+    if !root.is_dir() {
+        fleet.problems.push(
+            Problem::new(
+                "rivet::load::no_directory",
+                format!("`{}` is not a directory", root.display()),
+            )
+            .help("pass the fleet directory that holds rivet.toml and nodes/"),
+        );
+        return fleet;
+    }
+
+    let rivet_path = root.join("rivet.toml");
+    if rivet_path.exists()
+        && let Some(file) = read_source(root, &rivet_path, &mut fleet)
+        && let Some(table) = parse(&file)
+    {
+        let parsed = deserialize::<RivetFile>(&file, 0..0, table, &mut fleet.problems);
+        fleet.rivet = parsed.map(|r| (Arc::clone(&file), r));
+    }
+
+    for path in toml_files(&root.join("drivers"), 1, &mut fleet, root) {
+        let Some(file) = read_source(root, &path, &mut fleet) else {
+            continue;
+        };
+        let Some(table) = parse(&file) else {
+            continue;
+        };
+        let table = table.into_inner();
+        for (key, value) in table {
+            let items = match key.get_ref().as_ref() {
+                "hardware_type" | "interface" | "deploy_template" => {
+                    match array_of_tables(&file, key.get_ref(), value, &mut fleet.problems) {
+                        Some(items) => items,
+                        None => continue,
+                    }
+                }
+                other => {
+                    fleet.problems.push(unknown_top_key(
+                        &file,
+                        key.span(),
+                        other,
+                        &["hardware_type", "interface", "deploy_template"],
+                        "a driver file holds [[hardware_type]], [[interface]] and [[deploy_template]] tables",
+                    ));
+                    continue;
+                }
+            };
+            for item in items {
+                match key.get_ref().as_ref() {
+                    "hardware_type" => {
+                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
+                        {
+                            fleet.hardware_types.push((Arc::clone(&file), d));
+                        }
+                    }
+                    "interface" => {
+                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
+                        {
+                            fleet.interfaces.push((Arc::clone(&file), d));
+                        }
+                    }
+                    _ => {
+                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
+                        {
+                            fleet.templates.push((Arc::clone(&file), d));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    for path in toml_files(&root.join("nodes"), usize::MAX, &mut fleet, root) {
+        let Some(file) = read_source(root, &path, &mut fleet) else {
+            continue;
+        };
+        let Some(table) = parse(&file) else {
+            continue;
+        };
+        let table = table.into_inner();
+        for (key, value) in table {
+            if key.get_ref() != "node" {
+                fleet.problems.push(unknown_top_key(
+                    &file,
+                    key.span(),
+                    key.get_ref(),
+                    &["node"],
+                    "a node file holds [[node]] tables and nothing else",
+                ));
+                continue;
+            }
+            let Some(items) = array_of_tables(&file, "node", value, &mut fleet.problems) else {
+                continue;
+            };
+            for item in items {
+                if let Some(node) =
+                    deserialize::<NodeDecl>(&file, item.span(), item, &mut fleet.problems)
+                {
+                    fleet.nodes.push((Arc::clone(&file), node));
+                }
+            }
+        }
+    }
+
+    if fleet.nodes.is_empty() && fleet.problems.is_empty() {
+        fleet.problems.push(
+            Problem::new(
+                "rivet::load::empty",
+                format!("no nodes are declared in `{}`", root.display()),
+            )
+            .help(
+                "declare servers as [[node]] tables in nodes/*.toml (any depth); \
+                 `examples/quickstart` is a complete fleet to start from",
+            ),
+        );
+    }
+    fleet
+}
+
+/// `*.toml` files under `dir`, sorted, at most `depth` levels down.
+fn toml_files(dir: &Path, depth: usize, fleet: &mut RawFleet, root: &Path) -> Vec<PathBuf> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .max_depth(depth)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+    {
+        match entry {
+            Ok(e) => {
+                if e.path().extension().is_some_and(|x| x == "toml") && !e.file_type().is_dir() {
+                    out.push(e.into_path());
+                }
+            }
+            Err(err) => {
+                let shown = err
+                    .path()
+                    .map_or_else(|| dir.display().to_string(), |p| relative(root, p));
+                fleet.problems.push(
+                    Problem::new(
+                        "rivet::load::unreadable",
+                        format!("cannot read `{shown}`: {err}"),
+                    )
+                    .help("check the path exists and is readable by this user"),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// Read one file and check its syntax; on failure record the problem and
+/// return None. Literal secrets are blanked out of the returned text, which
+/// is what every later parse and diagnostic sees.
+fn read_source(root: &Path, path: &Path, fleet: &mut RawFleet) -> Option<Arc<SourceFile>> {
+    let name = relative(root, path);
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            fleet.problems.push(
+                Problem::new(
+                    "rivet::load::unreadable",
+                    format!("cannot read `{name}`: {err}"),
+                )
+                .help("check the file exists and is readable by this user"),
+            );
+            return None;
+        }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let valid_up_to = err.utf8_error().valid_up_to();
+            let lossy = String::from_utf8_lossy(err.as_bytes()).into_owned();
+            let file = SourceFile::new(name.clone(), path.to_path_buf(), lossy);
+            // The lossy text maps the valid prefix byte for byte.
+            let loc = Loc::new(&file, valid_up_to..valid_up_to + 1);
+            fleet.problems.push(
+                Problem::new(
+                    "rivet::load::not_utf8",
+                    format!("`{name}` is not valid UTF-8 (byte {valid_up_to})"),
+                )
+                .at(&loc, "this byte is not UTF-8")
+                .help("TOML files must be UTF-8: re-save the file as UTF-8"),
+            );
+            fleet.files.push(file);
+            return None;
+        }
+    };
+    let shown = match DeTable::parse(&text) {
+        Ok(table) => redact_secrets(&text, &table),
+        Err(err) => {
+            let file = SourceFile::new(name, path.to_path_buf(), text);
+            fleet
+                .problems
+                .push(toml_problem(&file, &err, "rivet::load::syntax"));
+            fleet.files.push(file);
+            return None;
+        }
+    };
+    let file = SourceFile::new(name, path.to_path_buf(), shown);
+    fleet.files.push(Arc::clone(&file));
+    Some(file)
+}
+
+/// Parse a file `read_source` accepted (its syntax is known to be good).
+fn parse(file: &SourceFile) -> Option<Spanned<DeTable<'_>>> {
+    DeTable::parse(&file.text).ok()
+}
+
+/// Keys whose string values are secrets and must never be displayed.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    if key.ends_with("_env") || key.ends_with("_file") {
+        return false;
+    }
+    ["password", "secret", "token", "private_key", "passphrase"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+fn redact_secrets(text: &str, table: &Spanned<DeTable<'_>>) -> String {
+    let mut spans = Vec::new();
+    collect_secret_spans(table.get_ref(), &mut spans);
+    if spans.is_empty() {
+        return text.to_string();
+    }
+    let mut bytes = text.as_bytes().to_vec();
+    for span in spans {
+        // Keep the quotes so the snippet still reads as TOML.
+        let inner = (span.start + 1)..span.end.saturating_sub(1);
+        for b in &mut bytes[inner] {
+            *b = b'*';
+        }
+    }
+    String::from_utf8(bytes).unwrap_or_else(|_| text.to_string())
+}
+
+fn collect_secret_spans(table: &DeTable<'_>, out: &mut Vec<std::ops::Range<usize>>) {
+    for (key, value) in table.iter() {
+        collect_value(is_secret_key(key.get_ref()), value, out);
+    }
+}
+
+fn collect_value(
+    secret: bool,
+    value: &Spanned<DeValue<'_>>,
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
+    match value.get_ref() {
+        DeValue::String(_) if secret => out.push(value.span()),
+        DeValue::Table(t) => collect_secret_spans(t, out),
+        DeValue::Array(a) => {
+            for v in a.iter() {
+                collect_value(secret, v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn array_of_tables<'i>(
+    file: &Arc<SourceFile>,
+    key: &str,
+    value: Spanned<DeValue<'i>>,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<Spanned<DeValue<'i>>>> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => Some(items.into_iter().collect()),
+        other => {
+            problems.push(
+                Problem::new(
+                    "rivet::load::shape",
+                    format!(
+                        "`{key}` must be an array of tables, found {}",
+                        other.type_str()
+                    ),
+                )
+                .at(&Loc::new(file, span), "expected [[...]] tables")
+                .help(format!("write each entry as a `[[{key}]]` table")),
+            );
+            None
+        }
+    }
+}
+
+fn unknown_top_key(
+    file: &Arc<SourceFile>,
+    span: std::ops::Range<usize>,
+    key: &str,
+    valid: &[&str],
+    what: &str,
+) -> Problem {
+    let mut help = format!("{what}; valid keys here: {}", diag::list(valid));
+    if let Some(near) = diag::nearest(key, valid.iter().copied()) {
+        help = format!("did you mean `{near}`? {help}");
+    }
+    Problem::new("rivet::load::unknown_key", format!("unknown key `{key}`"))
+        .at(&Loc::new(file, span), "not a valid key here")
+        .help(help)
+}
+
+fn deserialize<'i, T: DeserializeOwned>(
+    file: &Arc<SourceFile>,
+    whole: std::ops::Range<usize>,
+    value: impl IntoDeserializer<'i, toml::de::Error>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    match T::deserialize(value.into_deserializer()) {
+        Ok(v) => Some(v),
+        Err(err) => {
+            let mut problem = toml_problem(file, &err, "rivet::load::invalid");
+            if problem.at.is_none() {
+                problem.at = Some(Loc::new(file, whole).labelled("in this table"));
+            }
+            problems.push(problem);
+            None
+        }
+    }
+}
+
+/// Turn a toml/serde error into a problem, with suggestions for typos.
+fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static str) -> Problem {
+    let message = err.message().trim().to_string();
+    let mut problem = Problem::new(code, first_line(&message));
+    if let Some(span) = err.span() {
+        let span = if span.is_empty() {
+            span.start..span.start + 1
+        } else {
+            span
+        };
+        problem = problem.at(&Loc::new(file, span), label_for(&message));
+    }
+    if let Some(field) = between(&message, "unknown field `", "`") {
+        let expected = expected_names(&message);
+        if field == "password"
+            || (is_secret_key(&field) && expected.iter().any(|e| e == "password_env"))
+        {
+            return Problem {
+                code: "rivet::secret::literal_password",
+                message: format!("a literal `{field}` is not allowed in declarations"),
+                help: Some(
+                    "secrets never live in git: set `password_env = \"VAR\"` (read from the \
+                     environment) or `password_file = \"path\"` instead"
+                        .to_string(),
+                ),
+                ..problem
+            };
+        }
+        problem.message = format!("unknown key `{field}`");
+        let near = diag::nearest(&field, expected.iter().map(String::as_str));
+        problem.help = Some(match near {
+            Some(near) => format!(
+                "did you mean `{near}`? valid keys here: {}",
+                diag::list(&expected)
+            ),
+            None => format!("valid keys here: {}", diag::list(&expected)),
+        });
+    } else if let Some(variant) = between(&message, "unknown variant `", "`") {
+        let expected = expected_names(&message);
+        let near = diag::nearest(&variant, expected.iter().map(String::as_str));
+        problem.message = format!("`{variant}` is not a valid value here");
+        problem.help = Some(match near {
+            Some(near) => format!(
+                "did you mean `{near}`? valid values: {}",
+                diag::list(&expected)
+            ),
+            None => format!("valid values: {}", diag::list(&expected)),
+        });
+    } else if let Some(field) = between(&message, "missing field `", "`") {
+        problem.message = format!("missing required key `{field}`");
+        problem.help = Some(format!("add `{field} = …` to this table"));
+    } else if message.starts_with("invalid type") {
+        if let Some(expected) = message.split("expected ").nth(1) {
+            problem.help = Some(format!("this key takes {}", expected.trim_end_matches('.')));
+        }
+    } else if code == "rivet::load::syntax" {
+        problem.help = Some("fix the TOML syntax; the file is ignored until it parses".to_string());
+    }
+    problem
+}
+
+fn label_for(message: &str) -> &'static str {
+    if message.starts_with("unknown field") {
+        "unknown key"
+    } else if message.starts_with("unknown variant") {
+        "not a valid value"
+    } else if message.starts_with("missing field") {
+        "in this table"
+    } else if message.starts_with("invalid type") {
+        "wrong type"
+    } else {
+        "here"
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+fn between(s: &str, start: &str, end: &str) -> Option<String> {
+    let rest = &s[s.find(start)? + start.len()..];
+    Some(rest[..rest.find(end)?].to_string())
+}
+
+/// The backticked names after "expected" in a serde message.
+fn expected_names(message: &str) -> Vec<String> {
+    let Some(rest) = message.split("expected").nth(1) else {
+        return Vec::new();
+    };
+    rest.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,393 @@
+//! The declaration files exactly as written: serde types with spans.
+//!
+//! Field names are part of the file-format contract. Every struct denies
+//! unknown keys, so a typo is an error with a suggestion, never ignored.
+//! The JSON schemas in `schema/` are generated from these types.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::spanned::Sp;
+use crate::vocab::{ArgInfo, BootDevice, BootMode, InterfaceType, PowerTarget, ProvisionTarget};
+
+/// `rivet.toml`: conductor settings, interface enablement and rollout groups.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "rivet.toml")]
+pub struct RivetFile {
+    #[serde(default)]
+    pub conductor: ConductorDecl,
+    #[serde(default)]
+    pub hardware: HardwareDecl,
+    #[serde(default)]
+    pub rollout: Vec<Sp<RolloutDecl>>,
+}
+
+/// How a drift between declared and observed state is handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftPolicy {
+    /// Put the hardware back to the declared state.
+    #[default]
+    Enforce,
+    /// Only record and report the drift.
+    Report,
+}
+
+/// `[conductor]`: how this rivet process runs.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConductorDecl {
+    /// The redb state file, relative to the fleet directory. Default `.rivet/state.redb`.
+    pub state: Option<Sp<String>>,
+    /// HTTP API bind address. Default `127.0.0.1:6385`.
+    pub http: Option<Sp<String>>,
+    /// The name this conductor reports as its host. Default: the machine's hostname.
+    pub host: Option<String>,
+    /// Nodes converged in parallel. Default 64.
+    pub workers: Option<Sp<u32>>,
+    /// How often power state is read from every BMC, e.g. `120s`, `5m`. Default `120s`.
+    pub power_sync_interval: Option<Sp<String>>,
+    /// `enforce` (default) puts drifted hardware back; `report` only records it.
+    pub drift: Option<DriftPolicy>,
+    /// Tear down nodes removed from the files. Default false: they become unmanaged.
+    pub prune: Option<bool>,
+    /// Environment variable holding the bearer token the HTTP API requires for passthru.
+    pub api_token_env: Option<String>,
+}
+
+/// `[hardware]`: which hardware types and interfaces are enabled, and the
+/// defaults used when a node names none.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareDecl {
+    pub enabled_hardware_types: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_bios_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_boot_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_console_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_deploy_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_firmware_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_inspect_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_management_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_network_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_power_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_raid_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_rescue_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_storage_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub enabled_vendor_interfaces: Option<Sp<Vec<Sp<String>>>>,
+    pub default_bios_interface: Option<Sp<String>>,
+    pub default_boot_interface: Option<Sp<String>>,
+    pub default_console_interface: Option<Sp<String>>,
+    pub default_deploy_interface: Option<Sp<String>>,
+    pub default_firmware_interface: Option<Sp<String>>,
+    pub default_inspect_interface: Option<Sp<String>>,
+    pub default_management_interface: Option<Sp<String>>,
+    pub default_network_interface: Option<Sp<String>>,
+    pub default_power_interface: Option<Sp<String>>,
+    pub default_raid_interface: Option<Sp<String>>,
+    pub default_rescue_interface: Option<Sp<String>>,
+    pub default_storage_interface: Option<Sp<String>>,
+    pub default_vendor_interface: Option<Sp<String>>,
+}
+
+impl HardwareDecl {
+    pub fn enabled(&self, kind: InterfaceType) -> Option<&Sp<Vec<Sp<String>>>> {
+        use InterfaceType::*;
+        match kind {
+            Bios => self.enabled_bios_interfaces.as_ref(),
+            Boot => self.enabled_boot_interfaces.as_ref(),
+            Console => self.enabled_console_interfaces.as_ref(),
+            Deploy => self.enabled_deploy_interfaces.as_ref(),
+            Firmware => self.enabled_firmware_interfaces.as_ref(),
+            Inspect => self.enabled_inspect_interfaces.as_ref(),
+            Management => self.enabled_management_interfaces.as_ref(),
+            Network => self.enabled_network_interfaces.as_ref(),
+            Power => self.enabled_power_interfaces.as_ref(),
+            Raid => self.enabled_raid_interfaces.as_ref(),
+            Rescue => self.enabled_rescue_interfaces.as_ref(),
+            Storage => self.enabled_storage_interfaces.as_ref(),
+            Vendor => self.enabled_vendor_interfaces.as_ref(),
+        }
+    }
+
+    pub fn default_for(&self, kind: InterfaceType) -> Option<&Sp<String>> {
+        use InterfaceType::*;
+        match kind {
+            Bios => self.default_bios_interface.as_ref(),
+            Boot => self.default_boot_interface.as_ref(),
+            Console => self.default_console_interface.as_ref(),
+            Deploy => self.default_deploy_interface.as_ref(),
+            Firmware => self.default_firmware_interface.as_ref(),
+            Inspect => self.default_inspect_interface.as_ref(),
+            Management => self.default_management_interface.as_ref(),
+            Network => self.default_network_interface.as_ref(),
+            Power => self.default_power_interface.as_ref(),
+            Raid => self.default_raid_interface.as_ref(),
+            Rescue => self.default_rescue_interface.as_ref(),
+            Storage => self.default_storage_interface.as_ref(),
+            Vendor => self.default_vendor_interface.as_ref(),
+        }
+    }
+}
+
+/// `[[rollout]]`: a group of nodes converged with limits.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutDecl {
+    pub name: Sp<String>,
+    /// At most this many nodes of the group converge at once. Default: no limit.
+    pub max_parallel: Option<Sp<u32>>,
+    /// Stop starting nodes of the group once this many have failed. Default 0.
+    pub max_failures: Option<u32>,
+}
+
+/// A node file (`nodes/**/*.toml`): any number of `[[node]]` tables.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "rivet node file")]
+pub struct NodeFile {
+    #[serde(default)]
+    pub node: Vec<NodeDecl>,
+}
+
+/// `[[node]]`: one physical server.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDecl {
+    /// Unique, DNS-label-like: lowercase letters, digits and `-`.
+    pub name: Sp<String>,
+    /// Fixed UUID; default: derived from the name, the same every time.
+    pub uuid: Option<Sp<String>>,
+    /// The hardware type.
+    pub driver: Sp<String>,
+    pub bios_interface: Option<Sp<String>>,
+    pub boot_interface: Option<Sp<String>>,
+    pub console_interface: Option<Sp<String>>,
+    pub deploy_interface: Option<Sp<String>>,
+    pub firmware_interface: Option<Sp<String>>,
+    pub inspect_interface: Option<Sp<String>>,
+    pub management_interface: Option<Sp<String>>,
+    pub network_interface: Option<Sp<String>>,
+    pub power_interface: Option<Sp<String>>,
+    pub raid_interface: Option<Sp<String>>,
+    pub rescue_interface: Option<Sp<String>>,
+    pub storage_interface: Option<Sp<String>>,
+    pub vendor_interface: Option<Sp<String>>,
+    pub bmc: Option<Sp<BmcDecl>>,
+    #[serde(default)]
+    pub traits: Vec<Sp<String>>,
+    /// Nodes that must be `active` before this one deploys.
+    #[serde(default)]
+    pub depends_on: Vec<Sp<String>>,
+    /// The `[[rollout]]` group this node belongs to.
+    pub rollout: Option<Sp<String>>,
+    pub instance: Option<Sp<InstanceDecl>>,
+    #[serde(default)]
+    pub desired: DesiredDecl,
+    /// Extra deploy steps; they override driver and template steps with the
+    /// same (interface, step).
+    #[serde(default)]
+    pub deploy_steps: Vec<Sp<StepDecl>>,
+}
+
+impl NodeDecl {
+    pub fn interface(&self, kind: InterfaceType) -> Option<&Sp<String>> {
+        use InterfaceType::*;
+        match kind {
+            Bios => self.bios_interface.as_ref(),
+            Boot => self.boot_interface.as_ref(),
+            Console => self.console_interface.as_ref(),
+            Deploy => self.deploy_interface.as_ref(),
+            Firmware => self.firmware_interface.as_ref(),
+            Inspect => self.inspect_interface.as_ref(),
+            Management => self.management_interface.as_ref(),
+            Network => self.network_interface.as_ref(),
+            Power => self.power_interface.as_ref(),
+            Raid => self.raid_interface.as_ref(),
+            Rescue => self.rescue_interface.as_ref(),
+            Storage => self.storage_interface.as_ref(),
+            Vendor => self.vendor_interface.as_ref(),
+        }
+    }
+}
+
+/// `bmc = { … }`: how to reach the server's baseboard management controller.
+/// There is no `password` key: secrets never live in git.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BmcDecl {
+    /// `ipmi://host[:port]`, `redfish://`, `redfish+http://`, `redfish+https://host[/redfish/v1/Systems/ID]`,
+    /// `redfish-virtualmedia://…`, `fake://name[?latency=…&fail=…]`.
+    pub address: Sp<String>,
+    pub username: Option<String>,
+    /// Environment variable that holds the BMC password.
+    pub password_env: Option<Sp<String>>,
+    /// File that holds the BMC password (relative to the fleet directory or absolute).
+    pub password_file: Option<Sp<String>>,
+    /// Verify the BMC's TLS certificate. Default true.
+    pub verify_tls: Option<bool>,
+    /// CA bundle (PEM) to verify the BMC's certificate with.
+    pub ca_file: Option<String>,
+    /// IPMI cipher suite (`-C`); unset = ipmitool's choice.
+    pub cipher_suite: Option<Sp<u8>>,
+}
+
+/// `instance = { … }`: what to deploy.
+#[derive(Debug, Clone, Deserialize, JsonSchema, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceDecl {
+    /// Image URL (qcow2/raw for agent deploys, ISO for ramdisk deploys).
+    pub image: Option<String>,
+    /// `sha256:<hex>` (or sha512/md5) of the image.
+    pub checksum: Option<String>,
+    /// Kernel URL, for ramdisk deploys without an ISO.
+    pub kernel: Option<String>,
+    /// Ramdisk URL, for ramdisk deploys without an ISO.
+    pub ramdisk: Option<String>,
+    /// Root device hints, as Ironic's `root_device` property.
+    pub root_device: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// `desired = { … }`: the state rivet converges the node to.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredDecl {
+    /// Target provision state. Default `available` (a node is never deployed
+    /// unless asked to be).
+    pub provision: Option<Sp<ProvisionTarget>>,
+    /// Target power state; unset = whatever it is.
+    pub power: Option<PowerTarget>,
+    pub boot_device: Option<BootDevice>,
+    pub boot_mode: Option<BootMode>,
+}
+
+/// A deploy step requested by a template or a node.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepDecl {
+    pub interface: Sp<InterfaceType>,
+    pub step: Sp<String>,
+    /// Higher runs first; 0 disables the step.
+    pub priority: Sp<u32>,
+    #[serde(default)]
+    pub args: Option<Sp<BTreeMap<String, serde_json::Value>>>,
+}
+
+/// A driver file (`drivers/*.toml`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "rivet driver file")]
+pub struct DriverFile {
+    #[serde(default)]
+    pub hardware_type: Vec<HardwareTypeDecl>,
+    #[serde(default)]
+    pub interface: Vec<InterfaceDecl>,
+    #[serde(default)]
+    pub deploy_template: Vec<TemplateDecl>,
+}
+
+/// `[[hardware_type]]`: a custom hardware type.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HardwareTypeDecl {
+    pub name: Sp<String>,
+    /// Inherit every supported list from this type, then override the ones named here.
+    pub base: Option<Sp<String>>,
+    pub supported_bios_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_boot_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_console_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_deploy_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_firmware_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_inspect_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_management_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_network_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_power_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_raid_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_rescue_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_storage_interfaces: Option<Vec<Sp<String>>>,
+    pub supported_vendor_interfaces: Option<Vec<Sp<String>>>,
+}
+
+impl HardwareTypeDecl {
+    pub fn supported(&self, kind: InterfaceType) -> Option<&Vec<Sp<String>>> {
+        use InterfaceType::*;
+        match kind {
+            Bios => self.supported_bios_interfaces.as_ref(),
+            Boot => self.supported_boot_interfaces.as_ref(),
+            Console => self.supported_console_interfaces.as_ref(),
+            Deploy => self.supported_deploy_interfaces.as_ref(),
+            Firmware => self.supported_firmware_interfaces.as_ref(),
+            Inspect => self.supported_inspect_interfaces.as_ref(),
+            Management => self.supported_management_interfaces.as_ref(),
+            Network => self.supported_network_interfaces.as_ref(),
+            Power => self.supported_power_interfaces.as_ref(),
+            Raid => self.supported_raid_interfaces.as_ref(),
+            Rescue => self.supported_rescue_interfaces.as_ref(),
+            Storage => self.supported_storage_interfaces.as_ref(),
+            Vendor => self.supported_vendor_interfaces.as_ref(),
+        }
+    }
+}
+
+/// `[[interface]]`: an out-of-tree interface implemented by a program.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceDecl {
+    #[serde(rename = "type")]
+    pub kind: Sp<InterfaceType>,
+    pub name: Sp<String>,
+    /// The program and its arguments, relative to the fleet directory or absolute.
+    pub exec: Sp<Vec<String>>,
+    /// How long one call may take before the program is killed, e.g. `30s`. Default `60s`.
+    pub timeout: Option<Sp<String>>,
+    /// Hand the BMC password to the program in its request. Default false.
+    pub needs_secrets: Option<bool>,
+    #[serde(default)]
+    pub passthru: Vec<Sp<PassthruDecl>>,
+    #[serde(default)]
+    pub deploy_step: Vec<Sp<InterfaceStepDecl>>,
+}
+
+/// `[[interface.passthru]]`: a vendor passthru method.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PassthruDecl {
+    pub method: Sp<String>,
+    /// Default `["POST"]`.
+    pub http_methods: Option<Vec<Sp<String>>>,
+    /// Answer 202 at once and run in the background. Default true.
+    #[serde(rename = "async")]
+    pub is_async: Option<bool>,
+    pub description: Option<String>,
+    pub attach: Option<bool>,
+    /// Refuse with 409 while the node is busy. Default true.
+    pub require_exclusive_lock: Option<bool>,
+    /// Arguments the method takes.
+    #[serde(default)]
+    pub args: BTreeMap<String, ArgInfo>,
+}
+
+/// `[[interface.deploy_step]]`: a deploy step the interface offers.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceStepDecl {
+    pub step: Sp<String>,
+    /// Default priority; 0 = runs only when a template or node asks for it.
+    #[serde(default)]
+    pub priority: u32,
+    #[serde(default)]
+    pub argsinfo: BTreeMap<String, ArgInfo>,
+    #[serde(default)]
+    pub abortable: bool,
+}
+
+/// `[[deploy_template]]`: steps applied to nodes that carry the trait `name`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDecl {
+    /// A `CUSTOM_*` trait.
+    pub name: Sp<String>,
+    pub steps: Vec<Sp<StepDecl>>,
+}

@@ -1,0 +1,3 @@
+//! Interface types (defined in `vocab`, the shared file-format words).
+
+pub use crate::vocab::{InterfaceType, PerInterface};
