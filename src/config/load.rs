@@ -139,7 +139,7 @@ pub fn load_dir(root: &Path) -> RawFleet {
         fleet.problems.push(
             Problem::new(
                 "rivet::load::empty",
-                format!("no nodes are declared in `{}`", root.display()),
+                "no nodes are declared in this fleet directory",
             )
             .help(
                 "declare servers as [[node]] tables in nodes/*.toml (any depth); \
@@ -292,6 +292,14 @@ fn collect_value(
 ) {
     match value.get_ref() {
         DeValue::String(_) if secret => out.push(value.span()),
+        DeValue::String(text) => {
+            // `scheme://user:password@host`: blank the password. Spans here
+            // include one byte of padding each side, like a quoted string's.
+            if let Some(range) = url_password(text) {
+                let content = value.span().start + 1;
+                out.push((content + range.start - 1)..(content + range.end + 1));
+            }
+        }
         DeValue::Table(t) => collect_secret_spans(t, out),
         DeValue::Array(a) => {
             for v in a.iter() {
@@ -300,6 +308,16 @@ fn collect_value(
         }
         _ => {}
     }
+}
+
+/// Byte range of the password in `scheme://user:password@host…`.
+fn url_password(s: &str) -> Option<std::ops::Range<usize>> {
+    let authority_start = s.find("://")? + 3;
+    let rest = &s[authority_start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    Some((authority_start + colon + 1)..(authority_start + at))
 }
 
 fn array_of_tables<'i>(
@@ -380,6 +398,9 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
         if field == "password"
             || (is_secret_key(&field) && expected.iter().any(|e| e == "password_env"))
         {
+            if let Some(at) = problem.at.as_mut() {
+                at.label = "a secret in a declaration file".to_string();
+            }
             return Problem {
                 code: "rivet::secret::literal_password",
                 message: format!("a literal `{field}` is not allowed in declarations"),
@@ -416,12 +437,23 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
         problem.help = Some(format!("add `{field} = …` to this table"));
     } else if message.starts_with("invalid type") {
         if let Some(expected) = message.split("expected ").nth(1) {
-            problem.help = Some(format!("this key takes {}", expected.trim_end_matches('.')));
+            problem.help = Some(format!("this key takes {}", plain_type(expected)));
         }
     } else if code == "rivet::load::syntax" {
         problem.help = Some("fix the TOML syntax; the file is ignored until it parses".to_string());
     }
     problem
+}
+
+/// serde's type names in words a TOML author uses.
+fn plain_type(expected: &str) -> String {
+    let expected = expected.trim_end_matches('.');
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".to_string(),
+        "i8" | "i16" | "i32" | "i64" => "a whole number".to_string(),
+        "a boolean" => "`true` or `false`".to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn label_for(message: &str) -> &'static str {

@@ -142,6 +142,7 @@ pub fn load(dir: &std::path::Path) -> Loaded {
 /// Validate raw declarations into a fleet.
 pub fn build(raw: RawFleet) -> Loaded {
     let mut b = Builder {
+        root: raw.root.clone(),
         problems: raw.problems,
         catalog: Catalog::builtin(),
         types: builtin_hardware_types(),
@@ -179,6 +180,7 @@ pub fn build(raw: RawFleet) -> Loaded {
 }
 
 struct Builder {
+    root: PathBuf,
     problems: Vec<Problem>,
     catalog: Catalog,
     types: Vec<HardwareType>,
@@ -324,6 +326,21 @@ impl Builder {
                 .help("name the plugin program and its arguments, e.g. `exec = [\"plugins/acme-vendor\"]`"),
             );
             return;
+        }
+        let program = &decl.exec.value()[0];
+        // A bare name is looked up on PATH when called; a path must exist now.
+        if program.contains('/') {
+            let path = self.root.join(program);
+            if !path.is_file() {
+                self.push(
+                    Problem::new(
+                        "rivet::interface::exec_missing",
+                        format!("{kind} interface `{name}`: plugin program `{program}` does not exist"),
+                    )
+                    .at(&loc(file, &decl.exec), "no such file")
+                    .help("paths in `exec` are relative to the fleet directory; check the path and that the file is committed"),
+                );
+            }
         }
         if let Some(timeout) = &decl.timeout
             && let Err(e) = parse_duration(timeout.value())
@@ -897,6 +914,7 @@ impl Builder {
                 at,
             };
             self.instance(file, decl, &node);
+            let mut steps_ok = true;
             for step in &node.deploy_steps {
                 if let Some(p) = self.check_step(&node, step, None) {
                     self.push(p);
@@ -906,6 +924,7 @@ impl Builder {
                 for (i, step) in template.steps.iter().enumerate() {
                     let implementation = node.interfaces.get(step.interface).clone();
                     if let Some(p) = self.check_step(&node, step, Some(template)) {
+                        steps_ok = false;
                         // One report per template step and implementation, not per node.
                         if template_reported.insert((template.name.clone(), i, implementation)) {
                             self.push(p);
@@ -913,7 +932,7 @@ impl Builder {
                     }
                 }
             }
-            if self.problems.len() == before {
+            if steps_ok && self.problems.len() == before {
                 out.push(node);
             }
         }
@@ -1110,7 +1129,7 @@ impl Builder {
                 Problem::new(
                     "rivet::bmc::scheme_mismatch",
                     format!(
-                        "node `{node}`: a `{}` address does not fit hardware type `{}`",
+                        "node `{node}`: a `{}://` address does not fit hardware type `{}`",
                         address.scheme, hw.name
                     ),
                 )

@@ -1,0 +1,94 @@
+//! Every invalid fleet under tests/fixtures/invalid gives a full diagnostic
+//! (file, line, column, message, help), snapshotted as users see it.
+
+use rivet::model::fleet::load;
+
+use crate::support::fixture;
+
+/// Problems that are about a file or directory as a whole, not a place in one.
+const WITHOUT_PLACE: &[&str] = &[
+    "rivet::load::unreadable",
+    "rivet::load::empty",
+    "rivet::load::no_directory",
+];
+
+fn cases() -> Vec<String> {
+    let mut cases: Vec<String> = std::fs::read_dir(fixture("invalid"))
+        .expect("fixtures")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn there_are_at_least_25_invalid_fleets() {
+    assert!(cases().len() >= 25, "only {} cases", cases().len());
+}
+
+#[test]
+fn every_invalid_fleet_renders_a_located_diagnostic_with_help() {
+    for case in cases() {
+        let loaded = load(&fixture(&format!("invalid/{case}")));
+        assert!(!loaded.is_valid(), "{case}: expected problems, found none");
+        let mut rendered = String::new();
+        for problem in &loaded.problems {
+            assert!(
+                problem.help.is_some(),
+                "{case}: `{}` has no help",
+                problem.message
+            );
+            if !WITHOUT_PLACE.contains(&problem.code) {
+                let at = problem
+                    .at
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{case}: `{}` has no location", problem.message));
+                let record = problem.record();
+                assert_eq!(record.file.as_deref(), Some(at.loc.file.name.as_str()));
+                assert!(record.line.unwrap() >= 1 && record.column.unwrap() >= 1);
+            }
+            rendered.push_str(&problem.render_plain());
+            rendered.push('\n');
+        }
+        assert!(
+            !rendered.contains("hunter2"),
+            "{case}: a secret leaked into a diagnostic:\n{rendered}"
+        );
+        insta::assert_snapshot!(case, rendered);
+    }
+}
+
+#[test]
+fn all_problems_are_reported_together_not_just_the_first() {
+    let loaded = load(&fixture("invalid/many_problems_at_once"));
+    let codes: Vec<&str> = loaded.problems.iter().map(|p| p.code).collect();
+    assert_eq!(
+        codes,
+        [
+            "rivet::composition::driver_not_found",
+            "rivet::node::unknown_dependency",
+            "rivet::node::unknown_rollout",
+            "rivet::conductor::workers",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_global_default_breaks_only_the_nodes_it_does_not_fit() {
+    let loaded = load(&fixture("invalid/bad_global_default"));
+    let valid: Vec<&str> = loaded.fleet.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(valid, ["fake1"]);
+    assert_eq!(loaded.problems.len(), 1);
+    assert!(loaded.problems[0].message.contains("ipmi1"));
+}
+
+#[test]
+fn duplicate_names_show_both_places() {
+    let loaded = load(&fixture("invalid/duplicate_node_name"));
+    let problem = &loaded.problems[0];
+    let record = problem.record();
+    assert_eq!(record.file.as_deref(), Some("nodes/b/b.toml"));
+    assert_eq!(record.related.len(), 1);
+    assert_eq!(record.related[0].file, "nodes/a.toml");
+    assert_eq!((record.related[0].line, record.related[0].column), (2, 8));
+}
