@@ -48,6 +48,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// Plan the changes that bring the hardware to the declarations
+    /// (`--dry-run`), or plan and converge.
+    Reconcile(ReconcileArgs),
     /// Hardware types ("drivers"), as `baremetal driver` shows them.
     #[command(subcommand)]
     Driver(DriverCommand),
@@ -57,6 +60,30 @@ pub enum Command {
         #[arg(long, default_value = "schema")]
         out: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The fleet directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Show the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Exit 0 when there is nothing to do, 1 on error, 2 when there are changes.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Save the plan (JSON, with a fingerprint of its inputs) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Read live power and boot state from the BMCs before planning.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Apply this saved plan, refusing if anything it was made from changed.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +139,7 @@ fn init_logging(format: LogFormat) {
 fn run(cli: Cli) -> std::io::Result<ExitCode> {
     match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
+        Command::Reconcile(args) => crate::cli_reconcile::reconcile(&args),
         Command::Driver(DriverCommand::List(args)) => driver_list(&args),
         Command::Driver(DriverCommand::Show { name, dir, format }) => {
             driver_show(&name, &dir, format)
@@ -127,7 +155,7 @@ fn run(cli: Cli) -> std::io::Result<ExitCode> {
     }
 }
 
-fn theme() -> GraphicalTheme {
+pub(crate) fn theme() -> GraphicalTheme {
     if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
         GraphicalTheme::unicode()
     } else {

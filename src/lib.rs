@@ -3,7 +3,12 @@
 //! See docs/ARCHITECTURE.md for the map of the code.
 
 pub mod cli;
+mod cli_converge;
+mod cli_reconcile;
 pub mod config;
 pub mod diag;
+pub mod driver;
 pub mod model;
+pub mod plan;
+pub mod store;
 pub mod vocab;

@@ -185,6 +185,138 @@ pub struct ArgInfo {
     pub required: bool,
 }
 
+/// Ironic's provision states, as its API spells them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum ProvisionState {
+    #[serde(rename = "enroll")]
+    Enroll,
+    #[serde(rename = "verifying")]
+    Verifying,
+    #[serde(rename = "manageable")]
+    Manageable,
+    #[serde(rename = "cleaning")]
+    Cleaning,
+    #[serde(rename = "available")]
+    Available,
+    #[serde(rename = "deploying")]
+    Deploying,
+    #[serde(rename = "active")]
+    Active,
+    #[serde(rename = "deploy failed")]
+    DeployFailed,
+    #[serde(rename = "deleting")]
+    Deleting,
+    #[serde(rename = "error")]
+    Error,
+}
+
+impl ProvisionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enroll => "enroll",
+            Self::Verifying => "verifying",
+            Self::Manageable => "manageable",
+            Self::Cleaning => "cleaning",
+            Self::Available => "available",
+            Self::Deploying => "deploying",
+            Self::Active => "active",
+            Self::DeployFailed => "deploy failed",
+            Self::Deleting => "deleting",
+            Self::Error => "error",
+        }
+    }
+
+    /// States a node rests in; the others are passed through by an action.
+    pub fn is_stable(self) -> bool {
+        matches!(
+            self,
+            Self::Enroll
+                | Self::Manageable
+                | Self::Available
+                | Self::Active
+                | Self::DeployFailed
+                | Self::Error
+        )
+    }
+}
+
+impl From<ProvisionTarget> for ProvisionState {
+    fn from(t: ProvisionTarget) -> Self {
+        match t {
+            ProvisionTarget::Manageable => Self::Manageable,
+            ProvisionTarget::Available => Self::Available,
+            ProvisionTarget::Active => Self::Active,
+        }
+    }
+}
+
+impl fmt::Display for ProvisionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Ironic's power states, as its API spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum PowerState {
+    #[serde(rename = "power on")]
+    On,
+    #[serde(rename = "power off")]
+    Off,
+    #[serde(rename = "rebooting")]
+    Rebooting,
+}
+
+impl PowerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "power on",
+            Self::Off => "power off",
+            Self::Rebooting => "rebooting",
+        }
+    }
+
+    /// `on` / `off`, as declarations and plans write it.
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::Rebooting => "rebooting",
+        }
+    }
+}
+
+impl From<PowerTarget> for PowerState {
+    fn from(t: PowerTarget) -> Self {
+        match t {
+            PowerTarget::On => Self::On,
+            PowerTarget::Off => Self::Off,
+        }
+    }
+}
+
+impl BootDevice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pxe => "pxe",
+            Self::Disk => "disk",
+            Self::Cdrom => "cdrom",
+            Self::Bios => "bios",
+        }
+    }
+}
+
+impl BootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Uefi => "uefi",
+            Self::Bios => "bios",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,7 @@ pub fn load_dir(root: &Path) -> RawFleet {
     let rivet_path = root.join("rivet.toml");
     if rivet_path.exists()
         && let Some(file) = read_source(root, &rivet_path, &mut fleet)
-        && let Some(table) = parse(&file)
+        && let Some(table) = parse(&file, &mut fleet.problems)
     {
         let parsed = deserialize::<RivetFile>(&file, 0..0, table, &mut fleet.problems);
         fleet.rivet = parsed.map(|r| (Arc::clone(&file), r));
@@ -55,7 +55,7 @@ pub fn load_dir(root: &Path) -> RawFleet {
         let Some(file) = read_source(root, &path, &mut fleet) else {
             continue;
         };
-        let Some(table) = parse(&file) else {
+        let Some(table) = parse(&file, &mut fleet.problems) else {
             continue;
         };
         let table = table.into_inner();
@@ -107,7 +107,7 @@ pub fn load_dir(root: &Path) -> RawFleet {
         let Some(file) = read_source(root, &path, &mut fleet) else {
             continue;
         };
-        let Some(table) = parse(&file) else {
+        let Some(table) = parse(&file, &mut fleet.problems) else {
             continue;
         };
         let table = table.into_inner();
@@ -230,8 +230,15 @@ fn read_source(root: &Path, path: &Path, fleet: &mut RawFleet) -> Option<Arc<Sou
             return None;
         }
     };
-    let shown = match DeTable::parse(&text) {
-        Ok(table) => redact_secrets(&text, &table),
+    // Finding secrets needs a parse; most files cannot hold one, and for
+    // those the parse that follows is the only one.
+    let syntax = if may_hold_secret(&text) {
+        DeTable::parse(&text).map(|table| redact_secrets(&text, &table))
+    } else {
+        Ok(text.clone())
+    };
+    let shown = match syntax {
+        Ok(shown) => shown,
         Err(err) => {
             let file = SourceFile::new(name, path.to_path_buf(), text);
             fleet
@@ -246,9 +253,33 @@ fn read_source(root: &Path, path: &Path, fleet: &mut RawFleet) -> Option<Arc<Sou
     Some(file)
 }
 
-/// Parse a file `read_source` accepted (its syntax is known to be good).
-fn parse(file: &SourceFile) -> Option<Spanned<DeTable<'_>>> {
-    DeTable::parse(&file.text).ok()
+/// Whether a secret key or a URL with credentials may appear in `text`:
+/// a cheap scan that only has to never miss one.
+fn may_hold_secret(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let keyword = ["password", "secret", "token", "private_key", "passphrase"]
+        .iter()
+        .any(|word| {
+            lower.match_indices(word).any(|(i, _)| {
+                let rest = &lower[i + word.len()..];
+                !(rest.starts_with("_env") || rest.starts_with("_file"))
+            })
+        });
+    keyword || (text.contains("://") && text.contains('@'))
+}
+
+/// Parse a file `read_source` accepted, recording a syntax error.
+fn parse<'f>(
+    file: &'f Arc<SourceFile>,
+    problems: &mut Vec<Problem>,
+) -> Option<Spanned<DeTable<'f>>> {
+    match DeTable::parse(&file.text) {
+        Ok(table) => Some(table),
+        Err(err) => {
+            problems.push(toml_problem(file, &err, "rivet::load::syntax"));
+            None
+        }
+    }
 }
 
 /// Keys whose string values are secrets and must never be displayed.

@@ -3,5 +3,7 @@
 mod cli;
 mod composition;
 mod diagnostics;
+mod plan;
+mod plan_props;
 mod schema;
 mod support;

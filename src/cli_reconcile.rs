@@ -1,0 +1,145 @@
+//! `rivet reconcile`: plan, show, save, check saved plans, converge.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::{Format, ReconcileArgs, print_problems};
+use crate::driver::registry::Registry;
+use crate::model::fleet::{Fleet, load};
+use crate::plan::fingerprint::Fingerprint;
+use crate::plan::{self, Observed, Plan, render};
+use crate::store::Snapshot;
+
+/// Why a reconcile stopped before doing anything.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0} problem(s) in the declarations")]
+    Invalid(usize),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    SavedPlan(String),
+}
+
+/// Load, observe (and optionally refresh), and plan.
+pub fn plan_fleet(dir: &Path, refresh: bool) -> Result<(Fleet, Arc<Snapshot>, Plan), PlanError> {
+    let loaded = load(dir);
+    if !loaded.is_valid() {
+        print_problems(&loaded.problems);
+        return Err(PlanError::Invalid(loaded.problems.len()));
+    }
+    let fleet = loaded.fleet;
+    let snapshot = Arc::new(Snapshot::read(&fleet.conductor.state)?);
+    let mut observed: BTreeMap<String, Observed> = snapshot
+        .nodes
+        .iter()
+        .map(|(name, record)| (name.clone(), Observed::from_record(record)))
+        .collect();
+    let mut warnings = Vec::new();
+    if refresh {
+        let registry = Registry::new(snapshot.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PlanError::SavedPlan(format!("cannot start the async runtime: {e}")))?;
+        runtime.block_on(plan::refresh(
+            &fleet,
+            &registry,
+            &mut observed,
+            &mut warnings,
+        ));
+    }
+    match plan::build(&fleet, &observed, warnings) {
+        Ok(plan) => Ok((fleet, snapshot, plan)),
+        Err(problems) => {
+            print_problems(&problems);
+            Err(PlanError::Invalid(problems.len()))
+        }
+    }
+}
+
+/// Refuse a saved plan whose inputs changed, saying what changed.
+pub fn check_saved(path: &Path, current: &Plan) -> Result<(), PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        PlanError::SavedPlan(format!(
+            "cannot read the saved plan {}: {e}",
+            path.display()
+        ))
+    })?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        PlanError::SavedPlan(format!("{} is not a rivet plan: {e}", path.display()))
+    })?;
+    if doc["format_version"] != serde_json::json!(plan::FORMAT_VERSION) {
+        return Err(PlanError::SavedPlan(format!(
+            "{} has plan format {}, this rivet writes {}; make the plan again",
+            path.display(),
+            doc["format_version"],
+            plan::FORMAT_VERSION
+        )));
+    }
+    let saved: Fingerprint = serde_json::from_value(doc["fingerprint"].clone()).map_err(|e| {
+        PlanError::SavedPlan(format!("{} has no valid fingerprint: {e}", path.display()))
+    })?;
+    let changes = saved.changes_since(&current.fingerprint);
+    if saved.digest != current.fingerprint.digest {
+        let mut message = format!(
+            "the saved plan {} is stale: what it was made from has changed since",
+            path.display()
+        );
+        for change in &changes {
+            message.push_str(&format!("\n  - {change}"));
+        }
+        message.push_str("\nmake a new plan with `rivet reconcile --dry-run --out FILE`, review it, and apply that");
+        return Err(PlanError::SavedPlan(message));
+    }
+    Ok(())
+}
+
+pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
+    let (fleet, snapshot, plan) = match plan_fleet(&args.dir, args.refresh) {
+        Ok(p) => p,
+        Err(e) => return Ok(fail(&e)),
+    };
+    if let Some(saved) = &args.plan
+        && let Err(e) = check_saved(saved, &plan)
+    {
+        return Ok(fail(&e));
+    }
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match args.format {
+        Format::Json => print!("{}", render::json(&plan)),
+        Format::Human => print!("{}", render::human(&plan, color)),
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, render::json(&plan))?;
+        eprintln!(
+            "Saved the plan to {} ({}).",
+            out.display(),
+            plan.fingerprint.digest
+        );
+    }
+    if !args.dry_run {
+        drop(snapshot);
+        return crate::cli_converge::converge(&fleet, &plan);
+    }
+    let code = if args.detailed_exitcode && plan.summary.has_changes() {
+        2
+    } else {
+        0
+    };
+    Ok(ExitCode::from(code))
+}
+
+fn fail(err: &PlanError) -> ExitCode {
+    match err {
+        PlanError::Invalid(n) => eprintln!(
+            "error: {n} {}; no plan was made and nothing was changed.",
+            if *n == 1 { "problem" } else { "problems" }
+        ),
+        other => eprintln!("error: {other}"),
+    }
+    ExitCode::from(1)
+}

@@ -1,0 +1,311 @@
+//! `rivet reconcile --dry-run`: plans as operators read them in CI.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use assert_cmd::Command;
+use rivet::store::Store;
+use rivet::store::records::{FakeBmcRecord, NodeRecord};
+use rivet::vocab::PowerState;
+
+use crate::support::{copy_dir, fixture, root};
+
+/// Copy a plan fixture into a temporary directory and load its
+/// `observed.json` (node name → stored record) into a real state file.
+/// `"$DECLARED"` as `deployed_instance` stands for the declared instance.
+fn prepare(case: &str) -> Fleet {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = if case == "quickstart" {
+        // The quickstart's plugin lives beside it in examples/.
+        std::fs::create_dir(tmp.path().join("examples")).unwrap();
+        copy_dir(&root().join("examples"), &tmp.path().join("examples"));
+        tmp.path().join("examples/quickstart")
+    } else {
+        copy_dir(&fixture(&format!("plan/{case}")), tmp.path());
+        tmp.path().to_path_buf()
+    };
+    let observed = dir.join("observed.json");
+    if observed.exists() {
+        let records: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&observed).unwrap()).unwrap();
+        std::fs::remove_file(&observed).unwrap();
+        write_observed(&dir, records);
+    }
+    Fleet { _tmp: tmp, dir }
+}
+
+/// A fleet copied into a temporary directory (removed on drop).
+struct Fleet {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+}
+
+impl Fleet {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn write_observed(dir: &Path, records: BTreeMap<String, serde_json::Value>) {
+    let loaded = rivet::model::fleet::load(dir);
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    let store = Store::open(&loaded.fleet.conductor.state).unwrap();
+    for (name, mut value) in records {
+        let node = loaded.fleet.node(&name).expect("observed node is declared");
+        if value["deployed_instance"] == "$DECLARED" {
+            value["deployed_instance"] = rivet::plan::instance_fingerprint(node).into();
+        }
+        value["uuid"] = node.uuid.to_string().into();
+        value["driver"] = node.driver.clone().into();
+        let record: NodeRecord = serde_json::from_value(value).unwrap();
+        store.put_node(&name, &record).unwrap();
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn reconcile(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::cargo_bin("rivet")
+        .unwrap()
+        .env("NO_COLOR", "1")
+        .env("RIVET_TEST_BMC_PASSWORD", "hunter2-canary")
+        .arg("reconcile")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+const CASES: &[&str] = &[
+    "quickstart",
+    "template_overrides_driver_step",
+    "node_overrides_template_step",
+    "priority_zero_disables_step",
+    "tie_breaking_by_interface",
+    "missing_required_argument",
+    "depends_on_chain",
+    "diamond_dependencies",
+    "three_node_cycle",
+    "rollout_group_limits",
+    "drift_only",
+    "undeploy",
+    "rebuild_on_image_change",
+    "no_changes",
+    "resume_and_retry",
+    "unchanged_dependency_does_not_delay",
+    "template_conflict",
+    "secrets_are_masked",
+];
+
+#[test]
+fn every_fixture_is_covered() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(fixture("plan"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<&str> = CASES
+        .iter()
+        .copied()
+        .filter(|c| *c != "quickstart")
+        .collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+}
+
+#[test]
+fn plans_match_their_snapshots_in_human_and_json() {
+    for case in CASES {
+        let dir = prepare(case);
+        let human = reconcile(dir.path(), &["--dry-run", "--detailed-exitcode"]);
+        insta::assert_snapshot!(
+            format!("{case}__human"),
+            format!("exit {}\n{}{}", human.code, human.stdout, human.stderr)
+        );
+        let json = reconcile(dir.path(), &["--dry-run", "--format", "json"]);
+        if json.code == 0 {
+            insta::assert_snapshot!(format!("{case}__json"), json.stdout);
+        } else {
+            assert!(
+                json.stdout.is_empty(),
+                "{case}: a failed plan printed a plan"
+            );
+        }
+        for run in [&human, &json] {
+            assert!(!run.stdout.contains("hunter2") && !run.stderr.contains("hunter2"));
+        }
+    }
+}
+
+#[test]
+fn detailed_exitcode_is_0_unchanged_1_error_2_changes() {
+    assert_eq!(
+        reconcile(
+            prepare("no_changes").path(),
+            &["--dry-run", "--detailed-exitcode"]
+        )
+        .code,
+        0
+    );
+    assert_eq!(
+        reconcile(
+            prepare("quickstart").path(),
+            &["--dry-run", "--detailed-exitcode"]
+        )
+        .code,
+        2
+    );
+    assert_eq!(
+        reconcile(
+            prepare("three_node_cycle").path(),
+            &["--dry-run", "--detailed-exitcode"]
+        )
+        .code,
+        1
+    );
+    // Without the flag, a plan with changes is still a success.
+    assert_eq!(
+        reconcile(prepare("quickstart").path(), &["--dry-run"]).code,
+        0
+    );
+}
+
+#[test]
+fn same_inputs_give_byte_identical_plans() {
+    let a = prepare("quickstart");
+    let b = prepare("quickstart");
+    for format in ["human", "json"] {
+        let first = reconcile(a.path(), &["--dry-run", "--format", format]).stdout;
+        let again = reconcile(a.path(), &["--dry-run", "--format", format]).stdout;
+        let elsewhere = reconcile(b.path(), &["--dry-run", "--format", format]).stdout;
+        assert_eq!(first, again);
+        assert_eq!(
+            first, elsewhere,
+            "the plan depends on where the fleet lives"
+        );
+    }
+}
+
+#[test]
+fn a_dry_run_creates_no_state_file() {
+    let dir = prepare("quickstart");
+    reconcile(dir.path(), &["--dry-run", "--refresh"]);
+    assert!(!dir.path().join(".rivet").exists());
+}
+
+#[test]
+fn cycles_name_the_whole_path_and_every_edge() {
+    let run = reconcile(prepare("three_node_cycle").path(), &["--dry-run"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("dependency cycle: a → b → c → a"),
+        "{}",
+        run.stderr
+    );
+    for place in ["nodes/a.toml:9:15", "nodes/c.toml:4:15"] {
+        assert!(
+            run.stderr.contains(place),
+            "{place} missing:\n{}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains("a waits for c"));
+}
+
+#[test]
+fn a_saved_plan_is_refused_once_its_inputs_change() {
+    let dir = prepare("drift_only");
+    let plan = dir.path().join("plan.json");
+    let plan_arg = plan.to_str().unwrap();
+    let saved = reconcile(dir.path(), &["--dry-run", "--out", plan_arg]);
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
+    assert!(saved.stderr.contains("Saved the plan to"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    assert_eq!(doc["format_version"], 1);
+
+    // Unchanged inputs: the saved plan is accepted.
+    assert_eq!(
+        reconcile(dir.path(), &["--dry-run", "--plan", plan_arg]).code,
+        0
+    );
+
+    // A declaration changes.
+    let nodes = dir.path().join("nodes/a.toml");
+    let text = std::fs::read_to_string(&nodes).unwrap();
+    std::fs::write(
+        &nodes,
+        text.replace("boot_mode = \"uefi\"", "boot_mode = \"bios\""),
+    )
+    .unwrap();
+    let stale = reconcile(dir.path(), &["--dry-run", "--plan", plan_arg]);
+    assert_eq!(stale.code, 1);
+    assert!(stale.stderr.contains("is stale"), "{}", stale.stderr);
+    assert!(
+        stale
+            .stderr
+            .contains("declaration file `nodes/a.toml` changed"),
+        "{}",
+        stale.stderr
+    );
+    std::fs::write(&nodes, text).unwrap();
+
+    // The observed state changes.
+    let loaded = rivet::model::fleet::load(dir.path());
+    {
+        let store = Store::open(&loaded.fleet.conductor.state).unwrap();
+        let mut record = store.node("n3").unwrap().unwrap();
+        record.power_state = Some(PowerState::Off);
+        store.put_node("n3", &record).unwrap();
+    }
+    let stale = reconcile(dir.path(), &["--dry-run", "--plan", plan_arg]);
+    assert_eq!(stale.code, 1);
+    assert!(
+        stale.stderr.contains("observed state of node `n3` changed"),
+        "{}",
+        stale.stderr
+    );
+}
+
+#[test]
+fn refresh_reads_the_fake_bmc_and_finds_drift() {
+    let dir = prepare("no_changes");
+    let loaded = rivet::model::fleet::load(dir.path());
+    {
+        let store = Store::open(&loaded.fleet.conductor.state).unwrap();
+        // Behind rivet's back, n1 was switched off and set to boot from PXE.
+        let bmc = FakeBmcRecord {
+            power: PowerState::Off,
+            boot_device: Some(rivet::vocab::BootDevice::Pxe),
+            ..FakeBmcRecord::default()
+        };
+        store.put_fake_bmc("n1", &bmc).unwrap();
+        store.put_fake_bmc("n2", &FakeBmcRecord::default()).unwrap();
+    }
+    let stored = reconcile(dir.path(), &["--dry-run", "--detailed-exitcode"]);
+    assert_eq!(stored.code, 0, "{}", stored.stdout);
+    let refreshed = reconcile(
+        dir.path(),
+        &["--dry-run", "--detailed-exitcode", "--refresh"],
+    );
+    assert_eq!(refreshed.code, 2, "{}", refreshed.stdout);
+    assert!(
+        refreshed.stdout.contains("power      off → on"),
+        "{}",
+        refreshed.stdout
+    );
+    assert!(
+        refreshed.stdout.contains("boot       pxe → disk"),
+        "{}",
+        refreshed.stdout
+    );
+}
