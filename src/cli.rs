@@ -51,6 +51,15 @@ pub enum Command {
     /// Plan the changes that bring the hardware to the declarations
     /// (`--dry-run`), or plan and converge.
     Reconcile(ReconcileArgs),
+    /// State, current step, last error and history of the nodes, from the state file.
+    Status {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// One node, with its recent history.
+        node: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// Hardware types ("drivers"), as `baremetal driver` shows them.
     #[command(subcommand)]
     Driver(DriverCommand),
@@ -140,6 +149,9 @@ fn run(cli: Cli) -> std::io::Result<ExitCode> {
     match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
         Command::Reconcile(args) => crate::cli_reconcile::reconcile(&args),
+        Command::Status { dir, node, format } => {
+            crate::cli_status::status(&dir, node.as_deref(), format)
+        }
         Command::Driver(DriverCommand::List(args)) => driver_list(&args),
         Command::Driver(DriverCommand::Show { name, dir, format }) => {
             driver_show(&name, &dir, format)

@@ -24,15 +24,24 @@ pub enum PlanError {
     SavedPlan(String),
 }
 
-/// Load, observe (and optionally refresh), and plan.
-pub fn plan_fleet(dir: &Path, refresh: bool) -> Result<(Fleet, Arc<Snapshot>, Plan), PlanError> {
+/// Load, observe (and optionally refresh), and plan. With `store`, the
+/// observed state comes from that open store; otherwise the state file is
+/// read without being created or changed.
+pub fn plan_fleet(
+    dir: &Path,
+    refresh: bool,
+    store: Option<&crate::store::Store>,
+) -> Result<(Fleet, Snapshot, Plan), PlanError> {
     let loaded = load(dir);
     if !loaded.is_valid() {
         print_problems(&loaded.problems);
         return Err(PlanError::Invalid(loaded.problems.len()));
     }
     let fleet = loaded.fleet;
-    let snapshot = Arc::new(Snapshot::read(&fleet.conductor.state)?);
+    let snapshot = match store {
+        Some(store) => Snapshot::of(store)?,
+        None => Snapshot::read(&fleet.conductor.state)?,
+    };
     let mut observed: BTreeMap<String, Observed> = snapshot
         .nodes
         .iter()
@@ -40,7 +49,11 @@ pub fn plan_fleet(dir: &Path, refresh: bool) -> Result<(Fleet, Arc<Snapshot>, Pl
         .collect();
     let mut warnings = Vec::new();
     if refresh {
-        let registry = Registry::new(snapshot.clone());
+        let bmcs = Arc::new(crate::driver::fake::FakeBmcDir::beside(
+            &fleet.conductor.state,
+            true,
+        ));
+        let registry = Registry::new(fleet.root.clone(), bmcs);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -99,7 +112,21 @@ pub fn check_saved(path: &Path, current: &Plan) -> Result<(), PlanError> {
 }
 
 pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
-    let (fleet, snapshot, plan) = match plan_fleet(&args.dir, args.refresh) {
+    // Converging needs the state file for itself; a dry run only reads it.
+    let store = if args.dry_run {
+        None
+    } else {
+        let loaded = load(&args.dir);
+        if !loaded.is_valid() {
+            print_problems(&loaded.problems);
+            return Ok(fail(&PlanError::Invalid(loaded.problems.len())));
+        }
+        match crate::store::Store::open(&loaded.fleet.conductor.state) {
+            Ok(store) => Some(Arc::new(store)),
+            Err(e) => return Ok(fail(&PlanError::Store(e))),
+        }
+    };
+    let (fleet, snapshot, plan) = match plan_fleet(&args.dir, args.refresh, store.as_deref()) {
         Ok(p) => p,
         Err(e) => return Ok(fail(&e)),
     };
@@ -121,16 +148,17 @@ pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
             plan.fingerprint.digest
         );
     }
-    if !args.dry_run {
-        drop(snapshot);
-        return crate::cli_converge::converge(&fleet, &plan);
+    match store {
+        Some(store) => crate::cli_converge::converge(&args.dir, fleet, store, snapshot, plan),
+        None => {
+            let code = if args.detailed_exitcode && plan.summary.has_changes() {
+                2
+            } else {
+                0
+            };
+            Ok(ExitCode::from(code))
+        }
     }
-    let code = if args.detailed_exitcode && plan.summary.has_changes() {
-        2
-    } else {
-        0
-    };
-    Ok(ExitCode::from(code))
 }
 
 fn fail(err: &PlanError) -> ExitCode {

@@ -5,10 +5,12 @@
 pub mod cli;
 mod cli_converge;
 mod cli_reconcile;
+mod cli_status;
 pub mod config;
 pub mod diag;
 pub mod driver;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
 pub mod store;
 pub mod vocab;

@@ -14,7 +14,11 @@ pub enum Support {
     /// Built into rivet.
     Builtin,
     /// An out-of-tree program (`exec`) speaks for it.
-    Exec { command: Vec<String> },
+    Exec {
+        command: Vec<String>,
+        timeout: std::time::Duration,
+        needs_secrets: bool,
+    },
     /// Known from Ironic so composition can name it, but rivet cannot drive
     /// it; the text says why.
     Unsupported(&'static str),

@@ -342,6 +342,12 @@ impl Builder {
                 );
             }
         }
+        let mut timeout_value = Duration::from_secs(60);
+        if let Some(timeout) = &decl.timeout
+            && let Ok(d) = parse_duration(timeout.value())
+        {
+            timeout_value = d;
+        }
         if let Some(timeout) = &decl.timeout
             && let Err(e) = parse_duration(timeout.value())
         {
@@ -434,6 +440,8 @@ impl Builder {
             name,
             support: Support::Exec {
                 command: decl.exec.value().clone(),
+                timeout: timeout_value,
+                needs_secrets: decl.needs_secrets.unwrap_or(false),
             },
             steps,
             passthru,

@@ -8,10 +8,10 @@ pub mod tables;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
-use records::{FakeBmcRecord, NodeRecord};
-use tables::{FAKE_BMC, META, NODES};
+use records::{Event, JournalRecord, NodeRecord, RunRecord};
+use tables::{HISTORY, JOURNALS, META, NODES, RUNS};
 
 /// The layout this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -44,7 +44,9 @@ impl StoreError {
 /// layout: it only creates the tables.
 fn migrate_to_1(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(NODES)?;
-    txn.open_table(FAKE_BMC)?;
+    txn.open_table(JOURNALS)?;
+    txn.open_table(HISTORY)?;
+    txn.open_table(RUNS)?;
     Ok(())
 }
 
@@ -52,6 +54,17 @@ fn migrate_to_1(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
 type Migration = fn(&redb::WriteTransaction) -> Result<(), redb::Error>;
 
 const MIGRATIONS: &[(u64, Migration)] = &[(1, migrate_to_1)];
+
+/// One change to the store; a batch of them commits atomically.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Node(String, NodeRecord),
+    Journal(String, JournalRecord),
+    ClearJournal(String),
+    /// Appended with the next sequence number.
+    Event(Event),
+    Run(u64, RunRecord),
+}
 
 /// The state file, open for reading and writing by this process alone.
 pub struct Store {
@@ -74,8 +87,13 @@ fn map_open_error(path: &Path, err: redb::DatabaseError) -> StoreError {
     }
 }
 
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialize")
+}
+
 impl Store {
-    /// Open (creating it and its directory if needed) and migrate.
+    /// Open (creating it and its directory if needed) and migrate. A second
+    /// process opening the same file is refused at once.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::other(path, e))?;
@@ -93,13 +111,16 @@ impl Store {
         &self.path
     }
 
+    fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::other(&self.path, e.into())
+    }
+
     fn migrate(&self) -> Result<(), StoreError> {
-        let err = |e: redb::Error| StoreError::other(&self.path, e);
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let found = {
-            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            let meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.get("schema_version")
-                .map_err(|e| err(e.into()))?
+                .map_err(|e| self.err(e))?
                 .map(|v| v.value())
                 .unwrap_or(0)
         };
@@ -110,62 +131,159 @@ impl Store {
             });
         }
         for (version, migration) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
-            migration(&txn).map_err(err)?;
-            let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            migration(&txn).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.insert("schema_version", *version)
-                .map_err(|e| err(e.into()))?;
+                .map_err(|e| self.err(e))?;
         }
-        txn.commit().map_err(|e| err(e.into()))
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Commit a batch of writes in one durable transaction. Returns the
+    /// sequence numbers given to the batch's events, in order.
+    pub fn apply(&self, writes: &[Write]) -> Result<Vec<u64>, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut seqs = Vec::new();
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut nodes = txn.open_table(NODES).map_err(|e| self.err(e))?;
+            let mut journals = txn.open_table(JOURNALS).map_err(|e| self.err(e))?;
+            let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+            let mut runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
+            let mut seq = meta
+                .get("history_seq")
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            for write in writes {
+                match write {
+                    Write::Node(name, record) => {
+                        nodes
+                            .insert(name.as_str(), json(record).as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    Write::Journal(name, record) => {
+                        journals
+                            .insert(name.as_str(), json(record).as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    Write::ClearJournal(name) => {
+                        journals.remove(name.as_str()).map_err(|e| self.err(e))?;
+                    }
+                    Write::Event(event) => {
+                        seq += 1;
+                        let mut event = event.clone();
+                        event.seq = seq;
+                        history
+                            .insert(seq, json(&event).as_slice())
+                            .map_err(|e| self.err(e))?;
+                        seqs.push(seq);
+                    }
+                    Write::Run(id, record) => {
+                        runs.insert(*id, json(record).as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+            meta.insert("history_seq", seq).map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(seqs)
+    }
+
+    /// A new run id.
+    pub fn next_run_id(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let id = {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let id = meta
+                .get("run_seq")
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
+            meta.insert("run_seq", id).map_err(|e| self.err(e))?;
+            id
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(id)
     }
 
     pub fn put_node(&self, name: &str, record: &NodeRecord) -> Result<(), StoreError> {
-        self.put_json(NODES, name, record)
+        self.apply(&[Write::Node(name.to_string(), record.clone())])
+            .map(drop)
     }
 
     pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
-        self.get_json(NODES, name)
+        get_json(&self.db, NODES, name, &self.path)
     }
 
     pub fn nodes(&self) -> Result<BTreeMap<String, NodeRecord>, StoreError> {
         read_all(&self.db, NODES, &self.path)
     }
 
-    pub fn put_fake_bmc(&self, host: &str, record: &FakeBmcRecord) -> Result<(), StoreError> {
-        self.put_json(FAKE_BMC, host, record)
+    pub fn journals(&self) -> Result<BTreeMap<String, JournalRecord>, StoreError> {
+        read_all(&self.db, JOURNALS, &self.path)
     }
 
-    pub fn fake_bmc(&self, host: &str) -> Result<Option<FakeBmcRecord>, StoreError> {
-        self.get_json(FAKE_BMC, host)
+    /// The whole history, oldest first.
+    pub fn history(&self) -> Result<Vec<Event>, StoreError> {
+        read_history_from(&self.db, &self.path, None, usize::MAX)
     }
 
-    fn put_json<T: serde::Serialize>(
-        &self,
-        table: redb::TableDefinition<&str, &[u8]>,
-        key: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
+    /// The last `limit` events of one node, oldest first.
+    pub fn node_history(&self, node: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        read_history_from(&self.db, &self.path, Some(node), limit)
+    }
+
+    pub fn runs(&self) -> Result<BTreeMap<u64, RunRecord>, StoreError> {
         let err = |e: redb::Error| StoreError::other(&self.path, e);
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::other(&self.path, e))?;
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut t = txn.open_table(table).map_err(|e| err(e.into()))?;
-            t.insert(key, bytes.as_slice()).map_err(|e| err(e.into()))?;
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = txn.open_table(RUNS).map_err(|e| err(e.into()))?;
+        let mut out = BTreeMap::new();
+        for entry in table.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = entry.map_err(|e| err(e.into()))?;
+            let record =
+                serde_json::from_slice(v.value()).map_err(|e| StoreError::other(&self.path, e))?;
+            out.insert(k.value(), record);
         }
-        txn.commit().map_err(|e| err(e.into()))
+        Ok(out)
     }
+}
 
-    fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        table: redb::TableDefinition<&str, &[u8]>,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        get_json(&self.db, table, key, &self.path)
+fn read_history_from(
+    db: &impl ReadableDatabase,
+    path: &Path,
+    node: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let err = |e: redb::Error| StoreError::other(path, e);
+    let txn = db.begin_read().map_err(|e| err(e.into()))?;
+    let table = match txn.open_table(HISTORY) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(err(e.into())),
+    };
+    let mut out = Vec::new();
+    // Newest first, so a per-node limit stops early.
+    for entry in table.iter().map_err(|e| err(e.into()))?.rev() {
+        if out.len() >= limit {
+            break;
+        }
+        let (_, v) = entry.map_err(|e| err(e.into()))?;
+        let event: Event =
+            serde_json::from_slice(v.value()).map_err(|e| StoreError::other(path, e))?;
+        if node.is_none_or(|n| n == event.node) {
+            out.push(event);
+        }
     }
+    out.reverse();
+    Ok(out)
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(
     db: &impl ReadableDatabase,
-    table: redb::TableDefinition<&str, &[u8]>,
+    table: TableDefinition<&str, &[u8]>,
     key: &str,
     path: &Path,
 ) -> Result<Option<T>, StoreError> {
@@ -186,7 +304,7 @@ fn get_json<T: serde::de::DeserializeOwned>(
 
 fn read_all<T: serde::de::DeserializeOwned>(
     db: &impl ReadableDatabase,
-    table: redb::TableDefinition<&str, &[u8]>,
+    table: TableDefinition<&str, &[u8]>,
     path: &Path,
 ) -> Result<BTreeMap<String, T>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
@@ -206,18 +324,36 @@ fn read_all<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// Read history from a state file without holding it: the node's last
+/// `limit` events (all nodes when `node` is None), oldest first.
+pub fn read_history(
+    path: &Path,
+    node: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    match ReadOnlyDatabase::open(path) {
+        Ok(db) => read_history_from(&db, path, node, limit),
+        Err(redb::DatabaseError::RepairAborted) => {
+            let db = Database::open(path).map_err(|e| map_open_error(path, e))?;
+            read_history_from(&db, path, node, limit)
+        }
+        Err(e) => Err(map_open_error(path, e)),
+    }
+}
+
 /// A read-only view of a state file, for planning without changing anything.
+#[derive(Debug, Default)]
 pub struct Snapshot {
     pub nodes: BTreeMap<String, NodeRecord>,
-    pub fake_bmcs: BTreeMap<String, FakeBmcRecord>,
+    pub journals: BTreeMap<String, JournalRecord>,
 }
 
 impl Snapshot {
     pub fn empty() -> Self {
-        Self {
-            nodes: BTreeMap::new(),
-            fake_bmcs: BTreeMap::new(),
-        }
+        Self::default()
     }
 
     /// Read a state file without creating or changing it. A missing file is
@@ -226,8 +362,16 @@ impl Snapshot {
         if !path.exists() {
             return Ok(Self::empty());
         }
-        let db = ReadOnlyDatabase::open(path).map_err(|e| map_open_error(path, e))?;
-        Self::from_db(&db, path)
+        match ReadOnlyDatabase::open(path) {
+            Ok(db) => Self::from_db(&db, path),
+            // A file left by a process that died needs redb's repair, which
+            // only a writable open runs; the data it holds is unchanged.
+            Err(redb::DatabaseError::RepairAborted) => {
+                let db = Database::open(path).map_err(|e| map_open_error(path, e))?;
+                Self::from_db(&db, path)
+            }
+            Err(e) => Err(map_open_error(path, e)),
+        }
     }
 
     fn from_db(db: &impl ReadableDatabase, path: &Path) -> Result<Self, StoreError> {
@@ -250,7 +394,7 @@ impl Snapshot {
         }
         Ok(Self {
             nodes: read_all(db, NODES, path)?,
-            fake_bmcs: read_all(db, FAKE_BMC, path)?,
+            journals: read_all(db, JOURNALS, path)?,
         })
     }
 
@@ -301,4 +445,39 @@ mod tests {
     }
 
     use crate::vocab::ProvisionState as ProvisionStateAlias;
+
+    #[test]
+    fn history_sequence_numbers_have_no_gaps_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let event = |node: &str| Event {
+            seq: 0,
+            node: node.to_string(),
+            run_id: None,
+            op_index: None,
+            action: "power on".to_string(),
+            outcome: records::Outcome::Succeeded,
+            protocol: None,
+            duration_ms: None,
+            detail: None,
+            at: "2026-01-01T00:00:00Z".to_string(),
+        };
+        assert_eq!(
+            store
+                .apply(&[Write::Event(event("a")), Write::Event(event("b"))])
+                .unwrap(),
+            [1, 2]
+        );
+        assert_eq!(store.apply(&[Write::Event(event("a"))]).unwrap(), [3]);
+        let seqs: Vec<u64> = store.history().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let a: Vec<u64> = store
+            .node_history("a", 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(a, [1, 3]);
+        assert_eq!(store.node_history("a", 1).unwrap()[0].seq, 3);
+    }
 }

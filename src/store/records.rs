@@ -28,12 +28,21 @@ pub struct NodeRecord {
     pub fault: Option<String>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The operation running now, e.g. `{"interface": "deploy", "step": "deploy", "priority": 100}`.
+    #[serde(default)]
+    pub deploy_step: Option<serde_json::Value>,
     /// Fingerprint of the `instance` that is deployed, when active.
     #[serde(default)]
     pub deployed_instance: Option<String>,
     /// The composed interfaces the node was last converged with.
     #[serde(default)]
     pub interfaces: BTreeMap<String, String>,
+    /// Consecutive failed power-state reads (3 → maintenance).
+    #[serde(default)]
+    pub power_failures: u32,
+    /// Removed from the declarations: left as it is and no longer converged.
+    #[serde(default)]
+    pub unmanaged: bool,
     /// RFC 3339.
     #[serde(default)]
     pub updated_at: Option<String>,
@@ -54,14 +63,92 @@ impl NodeRecord {
             maintenance: false,
             fault: None,
             last_error: None,
+            deploy_step: None,
             deployed_instance: None,
             interfaces: BTreeMap::new(),
+            power_failures: 0,
+            unmanaged: false,
             updated_at: None,
         }
     }
 }
 
-/// The state of one fake BMC (table `FAKE_BMC`).
+/// A node's unfinished work (table `JOURNALS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub run_id: u64,
+    /// The operations, as the converge engine encodes them.
+    pub ops: Vec<serde_json::Value>,
+    /// The next operation to run; an operation at this index may have
+    /// started before a crash and is run again (operations are idempotent).
+    pub next: usize,
+    /// RFC 3339.
+    pub started_at: String,
+}
+
+/// What happened (table `HISTORY`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Assigned by the store: 1, 2, 3 … without gaps.
+    #[serde(default)]
+    pub seq: u64,
+    pub node: String,
+    #[serde(default)]
+    pub run_id: Option<u64>,
+    /// Index of the operation in the node's journal, when it is one.
+    #[serde(default)]
+    pub op_index: Option<usize>,
+    /// What was done, e.g. `deploy.deploy`, `power on`, `manage`.
+    pub action: String,
+    pub outcome: Outcome,
+    /// `fake`, `redfish`, `ipmi`, `exec`, or `rivet` for bookkeeping.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Started,
+    Succeeded,
+    Failed,
+    /// Found started but unfinished after a restart; it runs again.
+    Resumed,
+    /// Observed without acting (drift reported, node unmanaged, …).
+    Noted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub plan_fingerprint: String,
+    /// The git commit of the fleet directory, when it is a git checkout.
+    #[serde(default)]
+    pub source_commit: Option<String>,
+    pub status: RunStatus,
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// The simulated hardware of one `fake://` BMC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FakeBmcRecord {
     pub power: PowerState,
@@ -72,6 +159,12 @@ pub struct FakeBmcRecord {
     /// Image inserted as virtual media, if any.
     #[serde(default)]
     pub virtual_media: Option<String>,
+    /// BIOS settings applied by deploy steps.
+    #[serde(default)]
+    pub bios: BTreeMap<String, serde_json::Value>,
+    /// Set by hand to make the BMC stop answering (a fault drill).
+    #[serde(default)]
+    pub unreachable: bool,
 }
 
 impl Default for FakeBmcRecord {
@@ -81,6 +174,8 @@ impl Default for FakeBmcRecord {
             boot_device: None,
             boot_mode: None,
             virtual_media: None,
+            bios: BTreeMap::new(),
+            unreachable: false,
         }
     }
 }

@@ -7,13 +7,23 @@ use redb::TableDefinition;
 
 /// Store metadata. Key: a setting name. Value: a number.
 /// - `schema_version`: the layout of every other table (see `migrations`).
+/// - `history_seq`: the last history sequence number handed out.
+/// - `run_seq`: the last run id handed out.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Observed state of each managed node. Key: node name. Value: JSON
 /// [`super::records::NodeRecord`].
 pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 
-/// The BMC state of `fake://` nodes (the fake-hardware driver's "hardware").
-/// Key: the fake BMC's host part (by default the node name). Value: JSON
-/// [`super::records::FakeBmcRecord`].
-pub const FAKE_BMC: TableDefinition<&str, &[u8]> = TableDefinition::new("fake_bmc");
+/// The journal of each node's unfinished work: the operations it was
+/// planned and the index of the next one. Present only while a node has
+/// work in flight; a restart resumes from here. Key: node name. Value: JSON
+/// [`super::records::JournalRecord`].
+pub const JOURNALS: TableDefinition<&str, &[u8]> = TableDefinition::new("journals");
+
+/// Append-only history of everything done to nodes. Key: global sequence
+/// number (1, 2, 3 … without gaps). Value: JSON [`super::records::Event`].
+pub const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+
+/// Converge runs. Key: run id. Value: JSON [`super::records::RunRecord`].
+pub const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");

@@ -281,15 +281,16 @@ fn refresh_reads_the_fake_bmc_and_finds_drift() {
     let dir = prepare("no_changes");
     let loaded = rivet::model::fleet::load(dir.path());
     {
-        let store = Store::open(&loaded.fleet.conductor.state).unwrap();
+        use rivet::driver::fake::{FakeBmcDir, FakeBmcs};
+        let bmcs = FakeBmcDir::beside(&loaded.fleet.conductor.state, false);
         // Behind rivet's back, n1 was switched off and set to boot from PXE.
         let bmc = FakeBmcRecord {
             power: PowerState::Off,
             boot_device: Some(rivet::vocab::BootDevice::Pxe),
             ..FakeBmcRecord::default()
         };
-        store.put_fake_bmc("n1", &bmc).unwrap();
-        store.put_fake_bmc("n2", &FakeBmcRecord::default()).unwrap();
+        bmcs.put("n1", &bmc).unwrap();
+        bmcs.put("n2", &FakeBmcRecord::default()).unwrap();
     }
     let stored = reconcile(dir.path(), &["--dry-run", "--detailed-exitcode"]);
     assert_eq!(stored.code, 0, "{}", stored.stdout);

@@ -1,0 +1,132 @@
+//! Exec plugins: an out-of-tree interface is a program rivet runs once per
+//! call, with one JSON request on stdin and one JSON response on stdout.
+//! See docs/PLUGINS.md for the protocol.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::{DriverError, ErrorKind};
+use crate::model::node::Node;
+
+/// One plugin program.
+#[derive(Debug, Clone)]
+pub struct ExecPlugin {
+    pub command: Vec<String>,
+    /// Relative program paths are resolved against the fleet directory.
+    pub root: PathBuf,
+    pub timeout: Duration,
+}
+
+/// What a plugin sees of a node: never a secret.
+pub fn node_document(node: &Node) -> Value {
+    let interfaces: serde_json::Map<String, Value> = node
+        .interfaces
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), json!(v)))
+        .collect();
+    json!({
+        "name": node.name,
+        "uuid": node.uuid.to_string(),
+        "driver": node.driver,
+        "interfaces": interfaces,
+        "bmc": { "address": node.bmc.address.to_string(), "username": node.bmc.username },
+        "traits": node.traits,
+        "instance": node.instance,
+    })
+}
+
+impl ExecPlugin {
+    fn program(&self) -> PathBuf {
+        let program = Path::new(&self.command[0]);
+        if self.command[0].contains('/') && program.is_relative() {
+            // Absolute, because the plugin runs with the fleet directory as
+            // its working directory.
+            let joined = self.root.join(program);
+            std::path::absolute(&joined).unwrap_or(joined)
+        } else {
+            program.to_path_buf()
+        }
+    }
+
+    /// Run `call` (e.g. `vendor.passthru`) and return the plugin's `ok` value.
+    pub async fn call(&self, call: &str, node: &Node, args: Value) -> Result<Value, DriverError> {
+        let request =
+            json!({ "version": 1, "call": call, "node": node_document(node), "args": args });
+        let program = self.program();
+        let mut child = tokio::process::Command::new(&program)
+            .args(&self.command[1..])
+            .current_dir(&self.root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                DriverError::fatal(format!("cannot run plugin {}: {e}", program.display()))
+            })?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let body = serde_json::to_vec(&request).expect("requests serialize");
+        // A plugin that exits without reading its request is its own error,
+        // reported from its exit status below.
+        let _ = stdin.write_all(&body).await;
+        drop(stdin);
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(result) => result
+                .map_err(|e| DriverError::fatal(format!("plugin {}: {e}", program.display())))?,
+            Err(_) => {
+                return Err(DriverError::retryable(format!(
+                    "plugin {} did not answer within {} and was killed",
+                    program.display(),
+                    humantime::format_duration(self.timeout)
+                )));
+            }
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let with_stderr = |message: String| {
+            if stderr.is_empty() {
+                message
+            } else {
+                format!("{message}; stderr: {stderr}")
+            }
+        };
+        if !output.status.success() {
+            return Err(DriverError::fatal(with_stderr(format!(
+                "plugin {} failed ({})",
+                program.display(),
+                output.status
+            ))));
+        }
+        let response: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+            DriverError::fatal(with_stderr(format!(
+                "plugin {} answered with something that is not JSON: {e}",
+                program.display()
+            )))
+        })?;
+        if let Some(ok) = response.get("ok") {
+            return Ok(ok.clone());
+        }
+        if let Some(error) = response.get("error") {
+            let kind = match error.get("kind").and_then(Value::as_str) {
+                Some("retryable") => ErrorKind::Retryable,
+                Some("invalid") => ErrorKind::Invalid,
+                _ => ErrorKind::Fatal,
+            };
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the plugin reported an error without a message");
+            return Err(DriverError {
+                kind,
+                message: with_stderr(message.to_string()),
+            });
+        }
+        Err(DriverError::fatal(format!(
+            "plugin {} answered neither `ok` nor `error`",
+            program.display()
+        )))
+    }
+}

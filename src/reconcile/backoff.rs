@@ -1,0 +1,42 @@
+//! Exponential backoff with jitter.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// The wait before attempt `failures + 1`: base × 2^failures, capped, then
+    /// "full jitter" (uniform between half and all of it) so that many nodes
+    /// failing together do not retry together.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << failures.min(20));
+        let capped = exp.min(self.cap);
+        let half = capped / 2;
+        half + capped.mul_f64(fastrand::f64() * 0.5)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_then_cap_and_stay_jittered() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(5),
+        };
+        for _ in 0..50 {
+            let d0 = b.delay(0);
+            assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+            let d3 = b.delay(3);
+            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800));
+            let d30 = b.delay(30);
+            assert!(d30 >= Duration::from_millis(2500) && d30 <= Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Group commit: every runner's journal writes go to one writer thread that
+//! commits whatever is queued in a single durable transaction and then
+//! answers each writer. Many nodes' fsyncs become one.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use tokio::sync::oneshot;
+
+use crate::store::{Store, Write};
+
+struct Request {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<Vec<u64>, String>>,
+}
+
+/// A handle to the writer; clone it freely.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Request>,
+    store: Arc<Store>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not record progress in the state file: {0}")]
+pub struct JournalError(pub String);
+
+impl Journal {
+    /// Start the writer thread; it ends when the last handle is dropped.
+    pub fn start(store: Arc<Store>) -> Self {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let writer = Arc::clone(&store);
+        let thread = std::thread::Builder::new()
+            .name("rivet-journal".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let all: Vec<Write> = batch
+                        .iter()
+                        .flat_map(|r| r.writes.iter().cloned())
+                        .collect();
+                    match writer.apply(&all) {
+                        Ok(seqs) => {
+                            let mut seqs = seqs.into_iter();
+                            for request in batch {
+                                let events = request
+                                    .writes
+                                    .iter()
+                                    .filter(|w| matches!(w, Write::Event(_)))
+                                    .count();
+                                let mine: Vec<u64> = seqs.by_ref().take(events).collect();
+                                let _ = request.done.send(Ok(mine));
+                            }
+                        }
+                        Err(e) => {
+                            for request in batch {
+                                let _ = request.done.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("the journal thread starts");
+        Self {
+            tx,
+            store,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        }
+    }
+
+    /// Stop the writer once every other handle is gone, and wait for it, so
+    /// the state file is closed cleanly. Call with the last handle.
+    pub fn close(self) {
+        let thread = Arc::clone(&self.thread);
+        drop(self);
+        if let Some(handle) = thread.lock().expect("journal thread handle").take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Commit `writes` durably; returns the sequence numbers of their events.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<u64>, JournalError> {
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .send(Request { writes, done })
+            .map_err(|_| JournalError("the journal writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| JournalError("the journal writer has stopped".into()))?
+            .map_err(JournalError)
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}

@@ -1,0 +1,90 @@
+//! Converging hardware toward the plan.
+//!
+//! The shape follows kube-runtime's controller: `runner::run_node` does one
+//! pass over one node (its journaled operations), `scheduler::converge`
+//! decides which nodes run when (DAG order, worker pool, rollout limits), and
+//! failures become backoff or maintenance by policy, not in each driver.
+//!
+//! Invariants:
+//! - Never two runs over one node at once (the node lock).
+//! - Before an operation runs, it and its index are committed to redb; after
+//!   it, its outcome. A restart resumes at the recorded operation, so a
+//!   `kill -9` loses nothing and repeats no completed operation.
+//! - Every operation is idempotent: the one in flight at a crash runs again.
+//! - Every pass logs why it ran.
+
+pub mod backoff;
+pub mod journal;
+pub mod locks;
+pub mod ops;
+pub mod pass;
+pub mod power_sync;
+pub mod runner;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::registry::Registry;
+use crate::model::fleet::Fleet;
+use backoff::Backoff;
+use journal::Journal;
+use locks::NodeLocks;
+
+/// What runners share.
+pub struct Ctx {
+    pub fleet: Arc<Fleet>,
+    pub registry: Arc<Registry>,
+    pub journal: Journal,
+    pub locks: Arc<dyn NodeLocks>,
+    /// Retries of one operation on retryable errors.
+    pub attempts: u32,
+    pub retry: Backoff,
+    /// How long a power change may take to show.
+    pub power_timeout: Duration,
+}
+
+/// Why runners stop early.
+#[derive(Clone, Default)]
+pub struct Stop {
+    /// The process is shutting down: finish (or abort, if abortable) the
+    /// current operation and keep the journal, so a restart resumes.
+    pub shutdown: CancellationToken,
+    /// The declarations changed: stop and drop the journal, so the next pass
+    /// plans again from the node's recorded state.
+    pub replan: CancellationToken,
+}
+
+/// Progress of a converge, for displays and logs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    NodeStarted {
+        node: String,
+        ops: usize,
+        resumed_at: Option<usize>,
+    },
+    OpFinished {
+        node: String,
+        index: usize,
+        total: usize,
+        label: String,
+        ok: bool,
+        duration: Duration,
+        error: Option<String>,
+    },
+    NodeFinished {
+        node: String,
+        outcome: runner::NodeOutcome,
+    },
+    NodeSkipped {
+        node: String,
+        reason: String,
+    },
+}
+
+/// RFC 3339 now.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

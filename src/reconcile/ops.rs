@@ -1,0 +1,136 @@
+//! A node's plan flattened into operations: each one driver call (or one
+//! bookkeeping change), idempotent, journaled before and after it runs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::provision::Verb;
+use crate::plan::{Action, NodePlan};
+use crate::vocab::{BootDevice, BootMode, InterfaceType, PowerState, ProvisionState};
+
+/// One unit of work on one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// A provision verb starts: the node enters its first transitional state.
+    Begin {
+        verb: Verb,
+        before: ProvisionState,
+        after: ProvisionState,
+    },
+    /// Read the power state: proves the BMC answers (Ironic's "verifying").
+    Verify,
+    SetPower {
+        target: PowerState,
+    },
+    Step {
+        interface: InterfaceType,
+        step: String,
+        priority: u32,
+        #[serde(default)]
+        args: BTreeMap<String, serde_json::Value>,
+        #[serde(default)]
+        abortable: bool,
+    },
+    SetBootDevice {
+        device: BootDevice,
+    },
+    SetBootMode {
+        mode: BootMode,
+    },
+    /// A provision verb completes: the node rests in `after`.
+    End {
+        verb: Verb,
+        after: ProvisionState,
+        /// For deploys: the fingerprint of the instance now deployed.
+        #[serde(default)]
+        instance: Option<String>,
+    },
+}
+
+impl Op {
+    /// How history and progress name it.
+    pub fn label(&self) -> String {
+        match self {
+            Op::Begin { verb, .. } => verb.as_str().to_string(),
+            Op::Verify => "verify".to_string(),
+            Op::SetPower { target } => format!("power {}", target.short()),
+            Op::Step {
+                interface, step, ..
+            } => format!("{interface}.{step}"),
+            Op::SetBootDevice { device } => format!("boot device {}", device.as_str()),
+            Op::SetBootMode { mode } => format!("boot mode {}", mode.as_str()),
+            Op::End { verb, .. } => format!("{} done", verb.as_str()),
+        }
+    }
+
+    /// Whether a declaration change may interrupt it mid-way.
+    pub fn abortable(&self) -> bool {
+        matches!(
+            self,
+            Op::Step {
+                abortable: true,
+                ..
+            }
+        )
+    }
+
+    /// Bookkeeping only: no BMC is called.
+    pub fn is_bookkeeping(&self) -> bool {
+        matches!(self, Op::Begin { .. } | Op::End { .. })
+    }
+}
+
+/// The operations that carry out a node's planned actions, in order.
+pub fn flatten(plan: &NodePlan, instance: &str) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for action in &plan.actions {
+        match action {
+            Action::Provision {
+                verb,
+                before,
+                after,
+                ..
+            } => {
+                ops.push(Op::Begin {
+                    verb: *verb,
+                    before: *before,
+                    after: *after,
+                });
+                match verb {
+                    Verb::Manage => ops.push(Op::Verify),
+                    // rivet's cleaning has no agent to erase disks: it leaves
+                    // the node powered off, as Ironic does after cleaning.
+                    Verb::Provide | Verb::Undeploy => ops.push(Op::SetPower {
+                        target: PowerState::Off,
+                    }),
+                    Verb::Deploy | Verb::Rebuild => {
+                        for step in &plan.steps {
+                            ops.push(Op::Step {
+                                interface: step.interface,
+                                step: step.step.clone(),
+                                priority: step.priority,
+                                args: step.args.clone(),
+                                abortable: step.abortable,
+                            });
+                        }
+                        // A deploy ends with the instance booted.
+                        ops.push(Op::SetPower {
+                            target: PowerState::On,
+                        });
+                    }
+                }
+                ops.push(Op::End {
+                    verb: *verb,
+                    after: *after,
+                    instance: verb.deploys().then(|| instance.to_string()),
+                });
+            }
+            Action::Power { after, .. } => ops.push(Op::SetPower { target: *after }),
+            Action::BootDevice { after, .. } => ops.push(Op::SetBootDevice { device: *after }),
+            Action::BootMode { after, .. } => ops.push(Op::SetBootMode { mode: *after }),
+        }
+    }
+    ops
+}

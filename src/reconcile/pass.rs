@@ -1,0 +1,204 @@
+//! One converge pass: turn a plan (and any journals left by a crash) into
+//! node work, run it, and record the run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::ops::{Op, flatten};
+use super::runner::NodeWork;
+use super::scheduler::{Report, converge};
+use super::{Ctx, Progress, Stop, now};
+use crate::plan::{Change, Plan, instance_fingerprint};
+use crate::store::records::{Event, NodeRecord, Outcome, RunRecord, RunStatus};
+use crate::store::{Snapshot, Write};
+
+/// What a pass did.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub run_id: u64,
+    pub report: Report,
+    /// Nodes continued from a journal left by an interrupted run.
+    pub resumed: Vec<String>,
+    /// Nodes that left the declarations and are now unmanaged.
+    pub unmanaged: Vec<String>,
+}
+
+/// The git commit of `dir`, when it is inside a git checkout.
+pub fn source_commit(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether a pass would do anything.
+pub fn has_work(plan: &Plan, snapshot: &Snapshot) -> bool {
+    plan.summary.has_changes()
+        || !snapshot.journals.is_empty()
+        || snapshot.nodes.iter().any(|(name, r)| {
+            !r.unmanaged
+                && plan
+                    .nodes
+                    .binary_search_by(|n| n.name.as_str().cmp(name))
+                    .is_err()
+        })
+}
+
+fn noted(node: &str, action: &str, detail: &str) -> Event {
+    Event {
+        seq: 0,
+        node: node.to_string(),
+        run_id: None,
+        op_index: None,
+        action: action.to_string(),
+        outcome: Outcome::Noted,
+        protocol: Some("rivet".to_string()),
+        duration_ms: None,
+        detail: Some(detail.to_string()),
+        at: now(),
+    }
+}
+
+/// Run one pass of `plan`, made from `snapshot`.
+pub async fn run_pass(
+    ctx: Arc<Ctx>,
+    plan: &Plan,
+    snapshot: &Snapshot,
+    workers: usize,
+    stop: Stop,
+    progress: Option<UnboundedSender<Progress>>,
+) -> Result<Pass, super::journal::JournalError> {
+    let fleet = Arc::clone(&ctx.fleet);
+    let store = Arc::clone(ctx.journal.store());
+    let run_id = store
+        .next_run_id()
+        .map_err(|e| super::journal::JournalError(e.to_string()))?;
+
+    // Nodes gone from the declarations are left as they are.
+    let mut writes = Vec::new();
+    let mut unmanaged = Vec::new();
+    for (name, record) in &snapshot.nodes {
+        if fleet.node(name).is_none() && !record.unmanaged {
+            let mut record = record.clone();
+            record.unmanaged = true;
+            record.updated_at = Some(now());
+            writes.push(Write::Node(name.clone(), record));
+            writes.push(Write::Event(noted(
+                name,
+                "unmanaged",
+                "removed from the declarations: left as it is",
+            )));
+            if snapshot.journals.contains_key(name) {
+                writes.push(Write::ClearJournal(name.clone()));
+            }
+            unmanaged.push(name.clone());
+        }
+    }
+
+    let mut works = Vec::new();
+    let mut resumed = Vec::new();
+    for node_plan in &plan.nodes {
+        let Some(node) = fleet.node(&node_plan.name) else {
+            continue;
+        };
+        let mut record = snapshot
+            .nodes
+            .get(&node.name)
+            .cloned()
+            .unwrap_or_else(|| NodeRecord::enrolled(node.uuid.to_string(), &node.driver));
+        record.unmanaged = false;
+        record.driver = node.driver.clone();
+        record.interfaces = node
+            .interfaces
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+            .collect();
+        let journal = snapshot.journals.get(&node.name);
+        let decoded: Option<Vec<Op>> = journal.and_then(|j| {
+            j.ops
+                .iter()
+                .map(|v| serde_json::from_value(v.clone()))
+                .collect::<Result<Vec<Op>, _>>()
+                .ok()
+        });
+        match (journal, decoded) {
+            (Some(j), Some(ops)) if j.next < ops.len() => {
+                resumed.push(node.name.clone());
+                works.push(NodeWork {
+                    node: node.clone(),
+                    ops,
+                    next: j.next,
+                    run_id: j.run_id,
+                    record,
+                    resumed: true,
+                });
+            }
+            _ => {
+                if journal.is_some() {
+                    writes.push(Write::ClearJournal(node.name.clone()));
+                }
+                if node_plan.change == Change::None {
+                    continue;
+                }
+                let ops = flatten(node_plan, &instance_fingerprint(node));
+                works.push(NodeWork {
+                    node: node.clone(),
+                    ops,
+                    next: 0,
+                    run_id,
+                    record,
+                    resumed: false,
+                });
+            }
+        }
+    }
+    let deps: BTreeMap<String, Vec<String>> = fleet
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.name.clone(),
+                n.depends_on.iter().map(|d| d.value.clone()).collect(),
+            )
+        })
+        .collect();
+    let mut run = RunRecord {
+        plan_fingerprint: plan.fingerprint.digest.clone(),
+        source_commit: source_commit(&fleet.root),
+        status: RunStatus::Running,
+        started_at: now(),
+        finished_at: None,
+        nodes: works.iter().map(|w| w.node.name.clone()).collect(),
+        failed: Vec::new(),
+    };
+    writes.push(Write::Run(run_id, run.clone()));
+    ctx.journal.commit(writes).await?;
+    tracing::info!(run = run_id, nodes = works.len(), resumed = resumed.len(), commit = ?run.source_commit, "converge pass starts");
+
+    let report = converge(Arc::clone(&ctx), works, deps, workers, stop, progress).await;
+
+    run.status = if report.ok() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    run.finished_at = Some(now());
+    run.failed = report.failed.iter().map(|(n, _)| n.clone()).collect();
+    ctx.journal.commit(vec![Write::Run(run_id, run)]).await?;
+    Ok(Pass {
+        run_id,
+        report,
+        resumed,
+        unmanaged,
+    })
+}

@@ -1,0 +1,387 @@
+//! One pass over one node: run its journaled operations in order.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::ops::Op;
+use super::{Ctx, Progress, Stop, now};
+use crate::driver::DriverError;
+use crate::model::node::Node;
+use crate::plan::provision::Verb;
+use crate::store::Write;
+use crate::store::records::{Event, JournalRecord, NodeRecord, Outcome};
+use crate::vocab::{InterfaceType, ProvisionState};
+
+/// Work for one node: its operations and where to start.
+#[derive(Debug, Clone)]
+pub struct NodeWork {
+    pub node: Node,
+    pub ops: Vec<Op>,
+    /// Index of the first operation to run (after a crash: the one in flight).
+    pub next: usize,
+    pub run_id: u64,
+    pub record: NodeRecord,
+    /// Continuing a journal found at start-up.
+    pub resumed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOutcome {
+    Converged,
+    Failed(String),
+    /// Shutdown: the journal is kept and a restart resumes.
+    Stopped,
+    /// Declarations changed: the journal is dropped and the node re-planned.
+    Replanned,
+}
+
+fn event(
+    node: &str,
+    work: &NodeWork,
+    index: usize,
+    op: &Op,
+    outcome: Outcome,
+    protocol: &str,
+) -> Event {
+    Event {
+        seq: 0,
+        node: node.to_string(),
+        run_id: Some(work.run_id),
+        op_index: Some(index),
+        action: op.label(),
+        outcome,
+        protocol: Some(
+            if op.is_bookkeeping() {
+                "rivet"
+            } else {
+                protocol
+            }
+            .to_string(),
+        ),
+        duration_ms: None,
+        detail: None,
+        at: now(),
+    }
+}
+
+/// Which verb an operation at `index` belongs to (the last `Begin` before it).
+fn verb_at(ops: &[Op], index: usize) -> Option<Verb> {
+    ops[..=index].iter().rev().find_map(|op| match op {
+        Op::Begin { verb, .. } => Some(*verb),
+        Op::End { .. } => None,
+        _ => None,
+    })
+}
+
+/// Record changes when an operation starts.
+fn on_start(record: &mut NodeRecord, op: &Op) {
+    match op {
+        Op::Begin { verb, after, .. } => {
+            record.provision_state = verb.via()[0];
+            record.target_provision_state = Some(*after);
+            record.last_error = None;
+        }
+        Op::Step {
+            interface,
+            step,
+            priority,
+            args,
+            ..
+        } => {
+            record.deploy_step = Some(serde_json::json!({
+                "interface": interface, "step": step, "priority": priority, "args": args,
+            }));
+        }
+        Op::SetPower { target } => record.target_power_state = Some(*target),
+        _ => {}
+    }
+}
+
+/// Record changes when an operation succeeds.
+fn on_success(record: &mut NodeRecord, op: &Op, read_power: Option<crate::vocab::PowerState>) {
+    match op {
+        Op::Verify => record.power_state = read_power,
+        Op::SetPower { target } => {
+            record.power_state = Some(*target);
+            record.target_power_state = None;
+        }
+        Op::SetBootDevice { device } => record.boot_device = Some(*device),
+        Op::SetBootMode { mode } => record.boot_mode = Some(*mode),
+        Op::Step {
+            interface, step, ..
+        } => {
+            // The fake deploy boots from disk.
+            if *interface == InterfaceType::Deploy && step == "deploy" {
+                record.boot_device = Some(crate::vocab::BootDevice::Disk);
+            }
+        }
+        Op::End {
+            verb,
+            after,
+            instance,
+        } => {
+            record.provision_state = *after;
+            record.target_provision_state = None;
+            record.deploy_step = None;
+            match verb {
+                Verb::Deploy | Verb::Rebuild => record.deployed_instance = instance.clone(),
+                Verb::Undeploy => record.deployed_instance = None,
+                Verb::Manage | Verb::Provide => {}
+            }
+        }
+        Op::Begin { .. } => {}
+    }
+    record.updated_at = Some(now());
+}
+
+/// Record changes when an operation fails for good.
+fn on_failure(record: &mut NodeRecord, verb: Option<Verb>, error: &str) {
+    record.last_error = Some(error.to_string());
+    record.deploy_step = None;
+    record.target_power_state = None;
+    record.target_provision_state = None;
+    record.provision_state = match verb {
+        Some(Verb::Manage) => ProvisionState::Enroll,
+        Some(Verb::Provide) => ProvisionState::Manageable,
+        Some(Verb::Deploy | Verb::Rebuild) => ProvisionState::DeployFailed,
+        Some(Verb::Undeploy) => ProvisionState::Error,
+        None => record.provision_state,
+    };
+    record.updated_at = Some(now());
+}
+
+/// Run one operation, retrying retryable errors with backoff.
+async fn execute(
+    ctx: &Ctx,
+    node: &Node,
+    op: &Op,
+) -> Result<Option<crate::vocab::PowerState>, DriverError> {
+    let mut failures = 0;
+    loop {
+        let result = execute_once(ctx, node, op).await;
+        match result {
+            Err(e) if e.is_retryable() && failures + 1 < ctx.attempts => {
+                let delay = ctx.retry.delay(failures);
+                tracing::warn!(node = %node.name, op = %op.label(), error = %e, retry_in = ?delay, "retrying after a transient error");
+                tokio::time::sleep(delay).await;
+                failures += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn execute_once(
+    ctx: &Ctx,
+    node: &Node,
+    op: &Op,
+) -> Result<Option<crate::vocab::PowerState>, DriverError> {
+    let registry = &ctx.registry;
+    match op {
+        Op::Begin { .. } | Op::End { .. } => Ok(None),
+        Op::Verify => registry.power(node)?.get_power_state(node).await.map(Some),
+        Op::SetPower { target } => registry
+            .power(node)?
+            .set_power_state(node, *target, ctx.power_timeout)
+            .await
+            .map(|()| None),
+        Op::SetBootDevice { device } => registry
+            .management(node)?
+            .set_boot_device(node, *device, true)
+            .await
+            .map(|()| None),
+        Op::SetBootMode { mode } => registry
+            .management(node)?
+            .set_boot_mode(node, *mode)
+            .await
+            .map(|()| None),
+        Op::Step {
+            interface,
+            step,
+            args,
+            ..
+        } => registry
+            .run_step(&ctx.fleet, node, *interface, step, args)
+            .await
+            .map(|_| None),
+    }
+}
+
+/// Run a node's operations from `work.next`, journaling each.
+pub async fn run_node(
+    ctx: &Ctx,
+    mut work: NodeWork,
+    stop: &Stop,
+    progress: Option<&UnboundedSender<Progress>>,
+) -> NodeOutcome {
+    let name = work.node.name.clone();
+    let protocol = ctx.registry.protocol(&work.node);
+    let total = work.ops.len();
+    let encoded: Vec<serde_json::Value> = work
+        .ops
+        .iter()
+        .map(|op| serde_json::to_value(op).expect("ops serialize"))
+        .collect();
+    let started_at = now();
+    let send = |p: Progress| {
+        if let Some(tx) = progress {
+            let _ = tx.send(p);
+        }
+    };
+    send(Progress::NodeStarted {
+        node: name.clone(),
+        ops: total,
+        resumed_at: work.resumed.then_some(work.next),
+    });
+    tracing::info!(node = %name, run = work.run_id, ops = total, from = work.next, resumed = work.resumed, "converging node");
+
+    for index in work.next..total {
+        if stop.shutdown.is_cancelled() {
+            return NodeOutcome::Stopped;
+        }
+        if stop.replan.is_cancelled() {
+            return drop_journal(ctx, &name, &work, "declarations changed: planning again").await;
+        }
+        let op = work.ops[index].clone();
+        on_start(&mut work.record, &op);
+        let mut writes = vec![
+            Write::Journal(
+                name.clone(),
+                JournalRecord {
+                    run_id: work.run_id,
+                    ops: encoded.clone(),
+                    next: index,
+                    started_at: started_at.clone(),
+                },
+            ),
+            Write::Node(name.clone(), work.record.clone()),
+        ];
+        if work.resumed && index == work.next {
+            writes.push(Write::Event(event(
+                &name,
+                &work,
+                index,
+                &op,
+                Outcome::Resumed,
+                protocol,
+            )));
+        }
+        writes.push(Write::Event(event(
+            &name,
+            &work,
+            index,
+            &op,
+            Outcome::Started,
+            protocol,
+        )));
+        if let Err(e) = ctx.journal.commit(writes).await {
+            return NodeOutcome::Failed(e.to_string());
+        }
+
+        let began = Instant::now();
+        let result = if op.abortable() {
+            tokio::select! {
+                r = execute(ctx, &work.node, &op) => Some(r),
+                () = stop.replan.cancelled() => None,
+                () = stop.shutdown.cancelled() => None,
+            }
+        } else {
+            Some(execute(ctx, &work.node, &op).await)
+        };
+        let Some(result) = result else {
+            // An abortable step was interrupted: it did not complete.
+            if stop.shutdown.is_cancelled() {
+                return NodeOutcome::Stopped;
+            }
+            return drop_journal(ctx, &name, &work, "declarations changed: step aborted").await;
+        };
+        let elapsed = began.elapsed();
+        let mut done = event(&name, &work, index, &op, Outcome::Succeeded, protocol);
+        done.duration_ms = Some(elapsed.as_millis() as u64);
+        match result {
+            Ok(read_power) => {
+                on_success(&mut work.record, &op, read_power);
+                let journal = if index + 1 == total {
+                    Write::ClearJournal(name.clone())
+                } else {
+                    Write::Journal(
+                        name.clone(),
+                        JournalRecord {
+                            run_id: work.run_id,
+                            ops: encoded.clone(),
+                            next: index + 1,
+                            started_at: started_at.clone(),
+                        },
+                    )
+                };
+                let writes = vec![
+                    journal,
+                    Write::Node(name.clone(), work.record.clone()),
+                    Write::Event(done),
+                ];
+                if let Err(e) = ctx.journal.commit(writes).await {
+                    return NodeOutcome::Failed(e.to_string());
+                }
+                tracing::info!(node = %name, run = work.run_id, op = %op.label(), index, ms = elapsed.as_millis() as u64, "operation done");
+                send(Progress::OpFinished {
+                    node: name.clone(),
+                    index,
+                    total,
+                    label: op.label(),
+                    ok: true,
+                    duration: elapsed,
+                    error: None,
+                });
+            }
+            Err(e) => {
+                let message = format!("{}: {e}", op.label());
+                on_failure(&mut work.record, verb_at(&work.ops, index), &message);
+                done.outcome = Outcome::Failed;
+                done.detail = Some(e.message.clone());
+                let writes = vec![
+                    Write::ClearJournal(name.clone()),
+                    Write::Node(name.clone(), work.record.clone()),
+                    Write::Event(done),
+                ];
+                let _ = ctx.journal.commit(writes).await;
+                tracing::warn!(node = %name, run = work.run_id, op = %op.label(), error = %e, "operation failed");
+                send(Progress::OpFinished {
+                    node: name.clone(),
+                    index,
+                    total,
+                    label: op.label(),
+                    ok: false,
+                    duration: elapsed,
+                    error: Some(e.message.clone()),
+                });
+                return NodeOutcome::Failed(message);
+            }
+        }
+    }
+    NodeOutcome::Converged
+}
+
+async fn drop_journal(ctx: &Ctx, name: &str, work: &NodeWork, why: &str) -> NodeOutcome {
+    let note = Event {
+        seq: 0,
+        node: name.to_string(),
+        run_id: Some(work.run_id),
+        op_index: None,
+        action: "replan".to_string(),
+        outcome: Outcome::Noted,
+        protocol: Some("rivet".to_string()),
+        duration_ms: None,
+        detail: Some(why.to_string()),
+        at: now(),
+    };
+    let _ = ctx
+        .journal
+        .commit(vec![
+            Write::ClearJournal(name.to_string()),
+            Write::Node(name.to_string(), work.record.clone()),
+            Write::Event(note),
+        ])
+        .await;
+    NodeOutcome::Replanned
+}
