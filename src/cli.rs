@@ -5,6 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use miette::GraphicalTheme;
 use serde_json::{Map, Value, json};
@@ -51,6 +53,15 @@ pub enum Command {
     /// Plan the changes that bring the hardware to the declarations
     /// (`--dry-run`), or plan and converge.
     Reconcile(ReconcileArgs),
+    /// Watch the declarations, converge what changes, keep power in sync;
+    /// until SIGINT or SIGTERM.
+    Daemon {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// HTTP API address (default: `[conductor] http`, 127.0.0.1:6385).
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+    },
     /// State, current step, last error and history of the nodes, from the state file.
     Status {
         #[arg(default_value = ".")]
@@ -149,6 +160,7 @@ fn run(cli: Cli) -> std::io::Result<ExitCode> {
     match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
         Command::Reconcile(args) => crate::cli_reconcile::reconcile(&args),
+        Command::Daemon { dir, http } => daemon(&dir, http),
         Command::Status { dir, node, format } => {
             crate::cli_status::status(&dir, node.as_deref(), format)
         }
@@ -224,6 +236,39 @@ fn validate(dir: &Path, format: Format) -> std::io::Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+fn daemon(dir: &Path, http: Option<std::net::SocketAddr>) -> std::io::Result<ExitCode> {
+    let shared = match crate::daemon::open(dir) {
+        Ok(shared) => shared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let _ = http;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            crate::daemon::signals().await;
+            on_signal.cancel();
+        });
+        crate::daemon::run(Arc::clone(&shared), shutdown).await
+    });
+    let journal = shared.journal.clone();
+    drop(shared);
+    journal.close();
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

@@ -19,7 +19,7 @@ use crate::plan::Plan;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::journal::Journal;
 use crate::reconcile::locks::LocalLocks;
-use crate::reconcile::pass::{has_work, run_pass};
+use crate::reconcile::pass::{PassOptions, has_work, run_pass};
 use crate::reconcile::runner::NodeOutcome;
 use crate::reconcile::{Ctx, Progress, Stop};
 use crate::store::{Snapshot, Store};
@@ -89,7 +89,19 @@ async fn converge_async(
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let display = tokio::spawn(show_progress(rx, plan.clone()));
         let workers = fleet.conductor.workers as usize;
-        let pass = match run_pass(ctx, &plan, &snapshot, workers, stop.clone(), Some(tx)).await {
+        let pass = match run_pass(
+            ctx,
+            &plan,
+            &snapshot,
+            PassOptions {
+                workers,
+                ..PassOptions::default()
+            },
+            stop.clone(),
+            Some(tx),
+        )
+        .await
+        {
             Ok(pass) => pass,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -3,10 +3,11 @@
 //! See docs/ARCHITECTURE.md for the map of the code.
 
 pub mod cli;
-mod cli_converge;
+pub mod cli_converge;
 mod cli_reconcile;
 mod cli_status;
 pub mod config;
+pub mod daemon;
 pub mod diag;
 pub mod driver;
 pub mod model;

@@ -218,6 +218,27 @@ pub fn instance_fingerprint(node: &Node) -> String {
     fingerprint::digest(text.as_bytes())
 }
 
+/// Digest of everything declared about a node that a converge acts on; two
+/// loads with equal digests need no re-plan of that node.
+pub fn declaration_digest(node: &Node) -> String {
+    let doc = serde_json::json!({
+        "driver": node.driver,
+        "interfaces": node.interfaces.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+        "bmc": node.bmc.address.to_string(),
+        "username": node.bmc.username,
+        "provision": node.desired.provision,
+        "power": node.desired.power,
+        "boot_device": node.desired.boot_device,
+        "boot_mode": node.desired.boot_mode,
+        "instance": node.instance,
+        "traits": node.traits,
+        "rollout": node.rollout,
+        "depends_on": node.depends_on.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+        "steps": node.deploy_steps.iter().map(|s| (s.interface, s.step.clone(), s.priority, s.args.clone())).collect::<Vec<_>>(),
+    });
+    fingerprint::digest(doc.to_string().as_bytes())
+}
+
 /// Read live power and boot state through the drivers' read-only calls;
 /// what cannot be read stays as stored, with a warning.
 pub async fn refresh(

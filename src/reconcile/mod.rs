@@ -52,9 +52,34 @@ pub struct Stop {
     /// The process is shutting down: finish (or abort, if abortable) the
     /// current operation and keep the journal, so a restart resumes.
     pub shutdown: CancellationToken,
-    /// The declarations changed: stop and drop the journal, so the next pass
-    /// plans again from the node's recorded state.
-    pub replan: CancellationToken,
+    /// Per node: its declaration changed, so stop and drop the journal; the
+    /// next pass plans it again from its recorded state.
+    replan: Arc<std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>>,
+}
+
+impl Stop {
+    /// Stop signals that end with `shutdown`.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            replan: Default::default(),
+        }
+    }
+
+    /// The token a runner watches for its node.
+    pub fn replan_token(&self, node: &str) -> CancellationToken {
+        self.replan
+            .lock()
+            .expect("replan tokens")
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Ask the run over `node` (running now or not yet started) to stop.
+    pub fn replan(&self, node: &str) {
+        self.replan_token(node).cancel();
+    }
 }
 
 /// Progress of a converge, for displays and logs.

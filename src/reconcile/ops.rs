@@ -39,6 +39,8 @@ pub enum Op {
     SetBootMode {
         mode: BootMode,
     },
+    /// Stop managing the node (after a prune undeployed it).
+    Release,
     /// A provision verb completes: the node rests in `after`.
     End {
         verb: Verb,
@@ -62,6 +64,7 @@ impl Op {
             Op::SetBootDevice { device } => format!("boot device {}", device.as_str()),
             Op::SetBootMode { mode } => format!("boot mode {}", mode.as_str()),
             Op::End { verb, .. } => format!("{} done", verb.as_str()),
+            Op::Release => "release".to_string(),
         }
     }
 
@@ -78,7 +81,7 @@ impl Op {
 
     /// Bookkeeping only: no BMC is called.
     pub fn is_bookkeeping(&self) -> bool {
-        matches!(self, Op::Begin { .. } | Op::End { .. })
+        matches!(self, Op::Begin { .. } | Op::End { .. } | Op::Release)
     }
 }
 
@@ -132,5 +135,34 @@ pub fn flatten(plan: &NodePlan, instance: &str) -> Vec<Op> {
             Action::BootMode { after, .. } => ops.push(Op::SetBootMode { mode: *after }),
         }
     }
+    ops
+}
+
+/// Operations that undeploy a node removed from the declarations
+/// (`prune = true`) and then stop managing it.
+pub fn prune(current: ProvisionState) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if matches!(
+        current,
+        ProvisionState::Active
+            | ProvisionState::DeployFailed
+            | ProvisionState::Error
+            | ProvisionState::Deploying
+    ) {
+        ops.push(Op::Begin {
+            verb: Verb::Undeploy,
+            before: current,
+            after: ProvisionState::Available,
+        });
+        ops.push(Op::SetPower {
+            target: PowerState::Off,
+        });
+        ops.push(Op::End {
+            verb: Verb::Undeploy,
+            after: ProvisionState::Available,
+            instance: None,
+        });
+    }
+    ops.push(Op::Release);
     ops
 }

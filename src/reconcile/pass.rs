@@ -11,6 +11,7 @@ use super::ops::{Op, flatten};
 use super::runner::NodeWork;
 use super::scheduler::{Report, converge};
 use super::{Ctx, Progress, Stop, now};
+use crate::model::fleet::Fleet;
 use crate::plan::{Change, Plan, instance_fingerprint};
 use crate::store::records::{Event, NodeRecord, Outcome, RunRecord, RunStatus};
 use crate::store::{Snapshot, Write};
@@ -69,15 +70,30 @@ fn noted(node: &str, action: &str, detail: &str) -> Event {
     }
 }
 
+/// How a pass runs.
+#[derive(Default)]
+pub struct PassOptions<'a> {
+    /// The last declarations of removed nodes, for `prune = true`.
+    pub previous: Option<&'a Fleet>,
+    /// Nodes backing off after failures: they wait for a later pass.
+    pub exclude: std::collections::BTreeSet<String>,
+    pub workers: usize,
+}
+
 /// Run one pass of `plan`, made from `snapshot`.
 pub async fn run_pass(
     ctx: Arc<Ctx>,
     plan: &Plan,
     snapshot: &Snapshot,
-    workers: usize,
+    options: PassOptions<'_>,
     stop: Stop,
     progress: Option<UnboundedSender<Progress>>,
 ) -> Result<Pass, super::journal::JournalError> {
+    let PassOptions {
+        previous,
+        exclude,
+        workers,
+    } = options;
     let fleet = Arc::clone(&ctx.fleet);
     let store = Arc::clone(ctx.journal.store());
     let run_id = store
@@ -87,7 +103,31 @@ pub async fn run_pass(
     // Nodes gone from the declarations are left as they are.
     let mut writes = Vec::new();
     let mut unmanaged = Vec::new();
+    let mut works = Vec::new();
     for (name, record) in &snapshot.nodes {
+        let pruned = previous.and_then(|p| p.node(name));
+        if fleet.node(name).is_none()
+            && !record.unmanaged
+            && fleet.conductor.prune
+            && let Some(node) = pruned
+        {
+            {
+                works.push(NodeWork {
+                    node: node.clone(),
+                    ops: super::ops::prune(record.provision_state),
+                    next: 0,
+                    run_id,
+                    record: record.clone(),
+                    resumed: false,
+                });
+                writes.push(Write::Event(noted(
+                    name,
+                    "prune",
+                    "removed from the declarations: undeploying",
+                )));
+                continue;
+            }
+        }
         if fleet.node(name).is_none() && !record.unmanaged {
             let mut record = record.clone();
             record.unmanaged = true;
@@ -105,12 +145,14 @@ pub async fn run_pass(
         }
     }
 
-    let mut works = Vec::new();
     let mut resumed = Vec::new();
     for node_plan in &plan.nodes {
         let Some(node) = fleet.node(&node_plan.name) else {
             continue;
         };
+        if exclude.contains(&node.name) {
+            continue;
+        }
         let mut record = snapshot
             .nodes
             .get(&node.name)

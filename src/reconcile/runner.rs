@@ -131,6 +131,7 @@ fn on_success(record: &mut NodeRecord, op: &Op, read_power: Option<crate::vocab:
             }
         }
         Op::Begin { .. } => {}
+        Op::Release => record.unmanaged = true,
     }
     record.updated_at = Some(now());
 }
@@ -179,7 +180,7 @@ async fn execute_once(
 ) -> Result<Option<crate::vocab::PowerState>, DriverError> {
     let registry = &ctx.registry;
     match op {
-        Op::Begin { .. } | Op::End { .. } => Ok(None),
+        Op::Begin { .. } | Op::End { .. } | Op::Release => Ok(None),
         Op::Verify => registry.power(node)?.get_power_state(node).await.map(Some),
         Op::SetPower { target } => registry
             .power(node)?
@@ -236,11 +237,12 @@ pub async fn run_node(
     });
     tracing::info!(node = %name, run = work.run_id, ops = total, from = work.next, resumed = work.resumed, "converging node");
 
+    let replan = stop.replan_token(&name);
     for index in work.next..total {
         if stop.shutdown.is_cancelled() {
             return NodeOutcome::Stopped;
         }
-        if stop.replan.is_cancelled() {
+        if replan.is_cancelled() {
             return drop_journal(ctx, &name, &work, "declarations changed: planning again").await;
         }
         let op = work.ops[index].clone();
@@ -283,7 +285,7 @@ pub async fn run_node(
         let result = if op.abortable() {
             tokio::select! {
                 r = execute(ctx, &work.node, &op) => Some(r),
-                () = stop.replan.cancelled() => None,
+                () = replan.cancelled() => None,
                 () = stop.shutdown.cancelled() => None,
             }
         } else {

@@ -80,7 +80,7 @@ pub async fn converge(
 
     loop {
         // Start every ready node there is room for, in name order.
-        if !stop.shutdown.is_cancelled() && !stop.replan.is_cancelled() {
+        if !stop.shutdown.is_cancelled() {
             let ready: Vec<String> = pending
                 .keys()
                 .filter(|n| waiting.get(*n).is_none_or(BTreeSet::is_empty))

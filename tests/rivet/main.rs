@@ -2,6 +2,8 @@
 
 mod cli;
 mod composition;
+mod converge;
+mod daemon;
 mod diagnostics;
 mod plan;
 mod plan_props;

@@ -1,0 +1,299 @@
+//! `rivet daemon` as a real process: watched edits, last good declarations,
+//! removed nodes, power drift, maintenance, graceful stop, one per store.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rivet::store::Store;
+use rivet::vocab::ProvisionState;
+
+use crate::support::TempFleet;
+
+/// A running daemon whose stderr (JSON logs) is collected.
+struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("rivet"))
+            .args(["--log-format", "json", "daemon"])
+            .arg(dir)
+            .env("RIVET_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let daemon = Self { child, lines };
+        daemon.wait_for("ready", |l| l.contains("daemon ready"));
+        daemon
+    }
+
+    fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| pred(l))
+            .count()
+    }
+
+    /// Wait until more lines than `already` match (deadline 20 s).
+    fn wait_for_more(&self, what: &str, already: usize, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.count(&pred) <= already {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; logs:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        self.wait_for_more(what, 0, pred);
+    }
+
+    /// SIGTERM, then expect a clean exit 0.
+    fn stop(mut self) -> Vec<String> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "daemon exited with {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+fn has(msg: &'static str) -> impl Fn(&str) -> bool {
+    move |l: &str| l.contains(&format!("\"message\":\"{msg}"))
+}
+
+fn has_for(msg: &'static str, node: &'static str) -> impl Fn(&str) -> bool {
+    move |l: &str| {
+        l.contains(&format!("\"message\":\"{msg}")) && l.contains(&format!("\"node\":\"{node}\""))
+    }
+}
+
+fn fleet(drift: &str) -> TempFleet {
+    TempFleet::new(&[
+        (
+            "rivet.toml",
+            &format!("[conductor]\npower_sync_interval = \"200ms\"\ndrift = \"{drift}\"\n"),
+        ),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"active\", power = \"on\" }\n\n\
+             [[node]]\nname = \"n2\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"manageable\", power = \"off\" }\n",
+        ),
+        (
+            "nodes/b.toml",
+            "[[node]]\nname = \"n3\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"available\" }\n",
+        ),
+    ])
+}
+
+fn bmc_file(dir: &Path, host: &str) -> PathBuf {
+    dir.join(format!(".rivet/fake-bmc/{host}.json"))
+}
+
+fn edit_bmc(dir: &Path, host: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = bmc_file(dir, host);
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut doc);
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+}
+
+fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn edits_converge_parse_errors_keep_the_last_good_declarations_and_removal_unmanages() {
+    let fleet = fleet("enforce");
+    let dir = fleet.path();
+    let daemon = Daemon::start(dir);
+    daemon.wait_for("the first pass", has("converge pass done"));
+
+    // A syntax error: reported, and nothing is deleted or changed.
+    let nodes = dir.join("nodes/a.toml");
+    let good = std::fs::read_to_string(&nodes).unwrap();
+    std::fs::write(&nodes, format!("{good}\n[[node\n")).unwrap();
+    daemon.wait_for("the parse error", |l| {
+        has("declarations have problems")(l) && l.contains("nodes/a.toml:")
+    });
+    let passes = daemon.count(has("converge pass done"));
+
+    // Fixed, with one change: only that change is converged.
+    let before = daemon.count(has("declarations reloaded"));
+    std::fs::write(
+        &nodes,
+        good.replace(
+            "provision = \"manageable\", power = \"off\"",
+            "provision = \"manageable\", power = \"on\"",
+        ),
+    )
+    .unwrap();
+    daemon.wait_for_more("the reload", before, has("declarations reloaded"));
+    daemon.wait_for_more("the pass for n2", passes, has("converge pass done"));
+    wait_until("n2 is powered on", || {
+        std::fs::read_to_string(bmc_file(dir, "n2"))
+            .unwrap()
+            .contains("power on")
+    });
+
+    // n3 is removed from the files: unmanaged, left as it is.
+    let unmanaged_before = daemon.count(has("converge pass done"));
+    std::fs::write(dir.join("nodes/b.toml"), "").unwrap();
+    daemon.wait_for_more(
+        "the pass after removal",
+        unmanaged_before,
+        has("converge pass done"),
+    );
+    let logs = daemon.stop();
+    assert!(logs.iter().any(|l| has("stopped")(l)));
+
+    let store = Store::open(&dir.join(".rivet/state.redb")).unwrap();
+    let records = store.nodes().unwrap();
+    assert_eq!(records["n1"].provision_state, ProvisionState::Active);
+    assert!(
+        !records["n1"].unmanaged && !records["n2"].unmanaged,
+        "a syntax error deleted nothing"
+    );
+    assert!(records["n3"].unmanaged);
+    assert_eq!(records["n3"].provision_state, ProvisionState::Available);
+    let history = store.history().unwrap();
+    assert_eq!(
+        history.iter().filter(|e| e.action == "unmanaged").count(),
+        1
+    );
+    // Nothing was done to n3 once it became unmanaged.
+    let released = history
+        .iter()
+        .position(|e| e.action == "unmanaged")
+        .unwrap();
+    assert!(history[released + 1..].iter().all(|e| e.node != "n3"));
+}
+
+#[test]
+fn power_drift_is_enforced() {
+    let fleet = fleet("enforce");
+    let dir = fleet.path();
+    let daemon = Daemon::start(dir);
+    daemon.wait_for("the first pass", has("converge pass done"));
+    edit_bmc(dir, "n1", |d| d["power"] = "power off".into());
+    daemon.wait_for("drift found", has_for("power drift found", "n1"));
+    daemon.wait_for("drift enforced", has_for("power drift enforced", "n1"));
+    wait_until("n1 is on again", || {
+        std::fs::read_to_string(bmc_file(dir, "n1"))
+            .unwrap()
+            .contains("power on")
+    });
+    daemon.stop();
+}
+
+#[test]
+fn power_drift_is_only_reported_when_asked() {
+    let fleet = fleet("report");
+    let dir = fleet.path();
+    let daemon = Daemon::start(dir);
+    daemon.wait_for("the first pass", has("converge pass done"));
+    edit_bmc(dir, "n1", |d| d["power"] = "power off".into());
+    daemon.wait_for("drift found", has_for("power drift found", "n1"));
+    // Two more sweeps: still reported, never enforced.
+    let seen = daemon.count(has_for("power drift found", "n1"));
+    daemon.wait_for_more("more sweeps", seen + 1, has_for("power drift found", "n1"));
+    daemon.stop();
+    assert!(
+        std::fs::read_to_string(bmc_file(dir, "n1"))
+            .unwrap()
+            .contains("power off")
+    );
+    let store = Store::open(&dir.join(".rivet/state.redb")).unwrap();
+    let n1 = store.node("n1").unwrap().unwrap();
+    assert!(
+        n1.last_error
+            .unwrap()
+            .contains("drift: power is off but on is declared")
+    );
+}
+
+#[test]
+fn three_failed_power_reads_mean_maintenance_and_recovery_leaves_it() {
+    let fleet = fleet("enforce");
+    let dir = fleet.path();
+    let daemon = Daemon::start(dir);
+    daemon.wait_for("the first pass", has("converge pass done"));
+    edit_bmc(dir, "n1", |d| d["unreachable"] = true.into());
+    daemon.wait_for("maintenance", has_for("node entered maintenance", "n1"));
+    edit_bmc(dir, "n1", |d| d["unreachable"] = false.into());
+    daemon.wait_for("recovery", has_for("node left maintenance", "n1"));
+    daemon.stop();
+    let store = Store::open(&dir.join(".rivet/state.redb")).unwrap();
+    let n1 = store.node("n1").unwrap().unwrap();
+    assert!(!n1.maintenance);
+    assert_eq!(n1.fault, None);
+    let history = store.node_history("n1", 100).unwrap();
+    let entered = history
+        .iter()
+        .position(|e| {
+            e.action == "maintenance" && e.detail.as_deref().unwrap_or("").contains("entered")
+        })
+        .unwrap();
+    let left = history
+        .iter()
+        .position(|e| {
+            e.action == "maintenance" && e.detail.as_deref().unwrap_or("").contains("left")
+        })
+        .unwrap();
+    assert!(entered < left);
+    assert!(
+        history[entered]
+            .detail
+            .as_deref()
+            .unwrap()
+            .starts_with("3 failed power reads")
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_store_refuses_at_once() {
+    let fleet = fleet("enforce");
+    let first = Daemon::start(fleet.path());
+    let started = Instant::now();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("rivet"))
+        .arg("daemon")
+        .arg(fleet.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another rivet process"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    first.stop();
+}
