@@ -28,6 +28,7 @@ fn main() {
                 rollout_groups: 10,
                 chain: 20,
                 templates: 3,
+                fake_latency: None,
             },
         );
         let runs = if nodes > 10_000 { 3 } else { 5 };

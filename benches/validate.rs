@@ -23,6 +23,7 @@ fn main() {
             rollout_groups: 10,
             chain: 20,
             templates: 3,
+            fake_latency: None,
         },
     );
 

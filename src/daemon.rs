@@ -144,6 +144,9 @@ pub async fn run(
             // Fresh per-node re-plan signals for each pass.
             stop = Stop::new(shutdown.clone());
             running = start_pass(&shared, previous.take(), exclude, stop.clone(), tx.clone());
+            if !running {
+                release_memory();
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => {
@@ -156,6 +159,7 @@ pub async fn run(
                         previous = Some(old);
                         dirty = true;
                     }
+                    release_memory();
                 }
                 Some(Event::PassDone(result)) => {
                     running = false;
@@ -182,6 +186,7 @@ pub async fn run(
                             }
                             tracing::info!(run = pass.run_id, converged = pass.report.converged.len(), failed = pass.report.failed.len(), skipped = pass.report.skipped.len(), "converge pass done");
                             *shared.last_pass.lock().expect("last pass") = Some((now, pass));
+                            release_memory();
                         }
                         Err(e) => tracing::error!(error = %e, "converge pass could not run"),
                     }
@@ -190,7 +195,7 @@ pub async fn run(
                 None => break,
             },
             _ = sync_every.tick() => {
-                let report = power_sync::sweep(shared.ctx(), shared.fleet(), shared.fleet().conductor.workers as usize).await;
+                let report = power_sync::sweep(shared.ctx(), shared.fleet(), shared.fleet().conductor.power_sync_workers as usize).await;
                 log_sweep(&report);
                 if !report.entered_maintenance.is_empty() || !report.recovered.is_empty() {
                     dirty = true;
@@ -208,6 +213,16 @@ pub async fn run(
     shared.watcher_alive.store(false, Ordering::SeqCst);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Hand memory freed by a pass or a reload back to the system: glibc keeps
+/// freed blocks in its arenas, which would pin the peak of the largest pass.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn log_sweep(report: &power_sync::SweepReport) {

@@ -13,6 +13,8 @@ pub struct Shape {
     /// depend on the node before them.
     pub chain: usize,
     pub templates: usize,
+    /// Only fake-hardware nodes, each BMC with this latency (e.g. `200ms`).
+    pub fake_latency: Option<&'static str>,
 }
 
 pub fn write_fleet(dir: &Path, shape: &Shape) {
@@ -45,12 +47,22 @@ pub fn write_fleet(dir: &Path, shape: &Shape) {
     for f in 0..shape.files {
         let mut text = String::new();
         for i in f * per_file..((f + 1) * per_file).min(shape.nodes) {
-            let driver = ["fake-hardware", "ipmi", "redfish"][i % 3];
+            let driver = match shape.fake_latency {
+                Some(_) => "fake-hardware",
+                None => ["fake-hardware", "ipmi", "redfish"][i % 3],
+            };
             write!(
                 text,
                 "[[node]]\nname = \"node{i:06}\"\ndriver = \"{driver}\"\n"
             )
             .unwrap();
+            if let Some(latency) = shape.fake_latency {
+                writeln!(
+                    text,
+                    "bmc = {{ address = \"fake://node{i:06}?latency={latency}\" }}"
+                )
+                .unwrap();
+            }
             match driver {
                 "ipmi" => writeln!(
                     text,

@@ -50,6 +50,8 @@ pub struct ConductorDecl {
     pub workers: Option<Sp<u32>>,
     /// How often power state is read from every BMC, e.g. `120s`, `5m`. Default `120s`.
     pub power_sync_interval: Option<Sp<String>>,
+    /// BMCs read at once by a power sync (each BMC still sees one call at a time). Default 128.
+    pub power_sync_workers: Option<Sp<u32>>,
     /// `enforce` (default) puts drifted hardware back; `report` only records it.
     pub drift: Option<DriftPolicy>,
     /// Tear down nodes removed from the files. Default false: they become unmanaged.

@@ -33,6 +33,7 @@ pub struct Conductor {
     pub host: String,
     pub workers: u32,
     pub power_sync_interval: Duration,
+    pub power_sync_workers: u32,
     pub drift: DriftPolicy,
     pub prune: bool,
     pub api_token_env: Option<String>,
@@ -237,6 +238,7 @@ impl Builder {
             host: decl.host.clone().unwrap_or_else(local_hostname),
             workers: 64,
             power_sync_interval: Duration::from_secs(120),
+            power_sync_workers: 128,
             drift: decl.drift.unwrap_or_default(),
             prune: decl.prune.unwrap_or(false),
             api_token_env: decl.api_token_env.clone(),
@@ -270,6 +272,20 @@ impl Builder {
                 );
             } else {
                 conductor.workers = *workers.value();
+            }
+        }
+        if let Some(n) = &decl.power_sync_workers {
+            if *n.value() == 0 {
+                self.push(
+                    Problem::new(
+                        "rivet::conductor::workers",
+                        "`power_sync_workers` must be at least 1",
+                    )
+                    .at(&loc(file, n), "zero would never read a BMC")
+                    .help("set `power_sync_workers` to 1 or more (default 128)"),
+                );
+            } else {
+                conductor.power_sync_workers = *n.value();
             }
         }
         if let Some(interval) = &decl.power_sync_interval {

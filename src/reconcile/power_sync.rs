@@ -167,13 +167,27 @@ pub async fn sweep(ctx: Arc<Ctx>, fleet: Arc<Fleet>, concurrency: usize) -> Swee
     {
         tracing::error!(error = %e, "power sync could not record what it found");
     }
+    // Enforce concurrently, under the same limit as the reads.
+    let mut fixes = tokio::task::JoinSet::new();
     for (node, want) in enforce {
-        let Ok(_guard) = ctx.locks.try_lock(&node.name, "power sync") else {
+        let ctx = Arc::clone(&ctx);
+        let limit = Arc::clone(&limit);
+        fixes.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore open");
+            let Ok(_guard) = ctx.locks.try_lock(&node.name, "power sync") else {
+                return None;
+            };
+            let result = match ctx.registry.power(&node) {
+                Ok(p) => p.set_power_state(&node, want, ctx.power_timeout).await,
+                Err(e) => Err(e),
+            };
+            Some((node, want, result))
+        });
+    }
+    let mut writes = Vec::new();
+    while let Some(Ok(fixed)) = fixes.join_next().await {
+        let Some((node, want, result)) = fixed else {
             continue;
-        };
-        let result = match ctx.registry.power(&node) {
-            Ok(p) => p.set_power_state(&node, want, ctx.power_timeout).await,
-            Err(e) => Err(e),
         };
         let mut record = store
             .node(&node.name)
@@ -203,13 +217,13 @@ pub async fn sweep(ctx: Arc<Ctx>, fleet: Arc<Fleet>, concurrency: usize) -> Swee
             }
         };
         record.updated_at = Some(now());
-        let _ = ctx
-            .journal
-            .commit(vec![
-                Write::Node(node.name.clone(), record),
-                Write::Event(event),
-            ])
-            .await;
+        writes.push(Write::Node(node.name.clone(), record));
+        writes.push(Write::Event(event));
+    }
+    if !writes.is_empty()
+        && let Err(e) = ctx.journal.commit(writes).await
+    {
+        tracing::error!(error = %e, "power sync could not record enforced drift");
     }
     report
 }

@@ -16,6 +16,9 @@ use tables::{HISTORY, JOURNALS, META, NODES, RUNS};
 /// The layout this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
+/// Page cache of an open store.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -98,7 +101,12 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::other(path, e))?;
         }
-        let db = Database::create(path).map_err(|e| map_open_error(path, e))?;
+        // redb caches up to 1 GiB by default; rivet reads little and writes
+        // mostly append-only history, so a small cache keeps the daemon lean.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| map_open_error(path, e))?;
         let store = Self {
             db,
             path: path.to_path_buf(),

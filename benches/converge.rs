@@ -1,0 +1,282 @@
+//! Benchmarks of the converge engine and the daemon (numbers, not tests):
+//!
+//! 1. converge 1,000 fake nodes with 200 ms per BMC call and 64 workers,
+//!    against the lower bound max(total BMC time / workers, longest chain);
+//! 2. one power-sync sweep over 10,000 fake nodes at 50 ms per call;
+//! 3. the daemon's memory with 10,000 nodes, converged and idle;
+//! 4. edit-to-first-action latency of the daemon.
+//!
+//! `cargo bench --bench converge [-- converge|sweep|rss|latency]`
+
+#[path = "common/fleetgen.rs"]
+mod fleetgen;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rivet::store::records::NodeRecord;
+use rivet::store::{Store, Write};
+
+fn fleet(dir: &Path, nodes: usize, chain: usize, latency: &'static str) {
+    fleetgen::write_fleet(
+        dir,
+        &fleetgen::Shape {
+            nodes,
+            files: 100,
+            rollout_groups: 10,
+            chain,
+            templates: 0,
+            fake_latency: Some(latency),
+        },
+    );
+}
+
+fn converge_1000() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = 20;
+    fleet(dir.path(), 1000, chain, "200ms");
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_rivet"))
+        .arg("reconcile")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let wall = start.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each node: verify, power off (provide), deploy.deploy, power on = 4 BMC calls.
+    let calls: f64 = 4.0;
+    let per_node = calls * 0.2;
+    let bound = (1000.0 * per_node / 64.0).max(chain as f64 * per_node);
+    println!(
+        "converge 1000 fake nodes (200 ms/BMC call, 64 workers, chains of {chain}): {wall:.2} s; lower bound {bound:.2} s; ratio {:.2}",
+        wall / bound
+    );
+}
+
+fn sweep_10000() {
+    let dir = tempfile::tempdir().unwrap();
+    fleet(dir.path(), 10_000, 0, "50ms");
+    let loaded = rivet::model::fleet::load(dir.path());
+    assert!(loaded.is_valid());
+    let fleet = Arc::new(loaded.fleet);
+    let store = Arc::new(Store::open(&fleet.conductor.state).unwrap());
+    let writes: Vec<Write> = fleet
+        .nodes
+        .iter()
+        .map(|n| {
+            Write::Node(
+                n.name.clone(),
+                NodeRecord::enrolled(n.uuid.to_string(), &n.driver),
+            )
+        })
+        .collect();
+    store.apply(&writes).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let journal = rivet::reconcile::journal::Journal::start(Arc::clone(&store));
+    let workers = fleet.conductor.power_sync_workers as usize;
+    let floor = 10_000.0 * 0.05 / workers as f64;
+    // First sweep: every BMC is off while on is declared, so every node's
+    // drift is enforced. Second sweep: all in sync, reads only.
+    for what in ["enforcing drift on every node", "all in sync"] {
+        let ctx = rivet::cli_converge::context(Arc::clone(&fleet), journal.clone());
+        let start = Instant::now();
+        let report = runtime.block_on(rivet::reconcile::power_sync::sweep(
+            ctx,
+            Arc::clone(&fleet),
+            workers,
+        ));
+        let wall = start.elapsed().as_secs_f64();
+        assert_eq!(report.read, 10_000);
+        println!(
+            "power-sync sweep of 10000 fake nodes ({what}; 50 ms/call, {workers} at once): {wall:.2} s (floor {floor:.2} s per round of calls)"
+        );
+    }
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Start a daemon with JSON logs; returns it and a channel of its log lines.
+fn daemon(
+    dir: &Path,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<(Instant, String)>,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivet"))
+        .args(["--log-format", "json", "daemon"])
+        .arg(dir)
+        .env("RIVET_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    (child, rx)
+}
+
+fn wait_line(
+    rx: &std::sync::mpsc::Receiver<(Instant, String)>,
+    needle: &str,
+    limit: Duration,
+) -> Instant {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (at, line) = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no `{needle}` within {limit:?}"));
+        if std::env::var_os("RIVET_BENCH_DEBUG").is_some()
+            && !line.contains("operation done")
+            && !line.contains("converging node")
+        {
+            eprintln!("  {}", &line[..line.len().min(300)]);
+        }
+        if line.contains(needle) {
+            return at;
+        }
+    }
+}
+
+fn stop(mut child: std::process::Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    child.wait().unwrap();
+}
+
+fn daemon_rss_10000() {
+    let dir = tempfile::tempdir().unwrap();
+    fleet(dir.path(), 10_000, 0, "0ms");
+    let start = Instant::now();
+    let (child, rx) = daemon(dir.path());
+    wait_line(
+        &rx,
+        "\"message\":\"converge pass done\"",
+        Duration::from_secs(600),
+    );
+    let converge = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let (rss, hwm) = (rss_kb(child.id(), "VmRSS:"), rss_kb(child.id(), "VmHWM:"));
+    println!(
+        "daemon with 10000 nodes: first converge {converge:.1} s; idle RSS after it {:.1} MB (peak {:.1} MB)",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    stop(child);
+    // The steady state: a daemon started on the converged fleet.
+    let (child, rx) = daemon(dir.path());
+    wait_line(
+        &rx,
+        "\"message\":\"daemon ready\"",
+        Duration::from_secs(120),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    println!(
+        "daemon with 10000 converged nodes, restarted and idle: RSS {:.1} MB (peak {:.1} MB)",
+        rss_kb(child.id(), "VmRSS:") as f64 / 1024.0,
+        rss_kb(child.id(), "VmHWM:") as f64 / 1024.0
+    );
+    stop(child);
+}
+
+fn edit_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    fleet(dir.path(), 100, 0, "0ms");
+    let (child, rx) = daemon(dir.path());
+    wait_line(
+        &rx,
+        "\"message\":\"converge pass done\"",
+        Duration::from_secs(120),
+    );
+    let mut samples = Vec::new();
+    for i in 0..10 {
+        let file = dir.path().join("nodes/rack000.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let (from, to) = if i % 2 == 0 {
+            ("power = \"on\"", "power = \"off\"")
+        } else {
+            ("power = \"off\"", "power = \"on\"")
+        };
+        let edited = text.replacen(from, to, 1);
+        let written = Instant::now();
+        std::fs::write(&file, edited).unwrap();
+        let acted = loop {
+            let (at, line) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a log line");
+            if std::env::var_os("RIVET_BENCH_DEBUG").is_some() {
+                eprintln!(
+                    "  +{:?} {}",
+                    at.duration_since(written),
+                    &line[..line.len().min(160)]
+                );
+            }
+            if line.contains("\"message\":\"operation done\"") {
+                break at;
+            }
+        };
+        samples.push(acted.duration_since(written));
+        if std::env::var_os("RIVET_BENCH_DEBUG").is_some() {
+            eprintln!("edit {i}: {:?}", acted.duration_since(written));
+        }
+        wait_line(
+            &rx,
+            "\"message\":\"converge pass done\"",
+            Duration::from_secs(30),
+        );
+    }
+    samples.sort();
+    println!(
+        "edit-to-first-action latency over {} edits: median {:.0} ms, max {:.0} ms (includes the ~100 ms debounce)",
+        samples.len(),
+        samples[samples.len() / 2].as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3
+    );
+    stop(child);
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    if run("converge") {
+        converge_1000();
+    }
+    if run("sweep") {
+        sweep_10000();
+    }
+    if run("rss") {
+        daemon_rss_10000();
+    }
+    if run("latency") {
+        edit_latency();
+    }
+}
