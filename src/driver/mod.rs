@@ -8,7 +8,9 @@
 
 pub mod exec;
 pub mod fake;
+pub mod redfish;
 pub mod registry;
+pub mod secret;
 
 use std::time::Duration;
 

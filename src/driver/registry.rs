@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::exec::ExecPlugin;
 use super::fake::{FakeBmcs, FakeDriver};
+use super::redfish::{RedfishDriver, Timing};
 use super::{DriverError, Management, Power};
 use crate::model::catalog::{InterfaceImpl, Support};
 use crate::model::fleet::Fleet;
@@ -17,13 +18,20 @@ use crate::vocab::InterfaceType;
 /// The implementations a converge or refresh uses.
 pub struct Registry {
     fake: Arc<FakeDriver>,
+    redfish: Arc<RedfishDriver>,
     root: PathBuf,
 }
 
 impl Registry {
     pub fn new(root: PathBuf, fake_bmcs: Arc<dyn FakeBmcs>) -> Self {
+        Self::with_timing(root, fake_bmcs, Timing::default())
+    }
+
+    /// With other Redfish timeouts (tests of faults use short ones).
+    pub fn with_timing(root: PathBuf, fake_bmcs: Arc<dyn FakeBmcs>, timing: Timing) -> Self {
         Self {
             fake: Arc::new(FakeDriver::new(fake_bmcs)),
+            redfish: Arc::new(RedfishDriver::new(root.clone(), timing)),
             root,
         }
     }
@@ -42,6 +50,7 @@ impl Registry {
     pub fn power(&self, node: &Node) -> Result<Arc<dyn Power>, DriverError> {
         match node.interfaces.get(InterfaceType::Power).as_str() {
             "fake" => Ok(self.fake.clone()),
+            "redfish" => Ok(self.redfish.clone()),
             other => Err(not_yet(InterfaceType::Power, other)),
         }
     }
@@ -50,7 +59,18 @@ impl Registry {
     pub fn management(&self, node: &Node) -> Result<Arc<dyn Management>, DriverError> {
         match node.interfaces.get(InterfaceType::Management).as_str() {
             "fake" => Ok(self.fake.clone()),
+            "redfish" => Ok(self.redfish.clone()),
             other => Err(not_yet(InterfaceType::Management, other)),
+        }
+    }
+
+    /// Boot `image` from virtual media (the `redfish-virtual-media` boot interface).
+    pub async fn insert_media(&self, node: &Node, image: &str) -> Result<(), DriverError> {
+        match node.interfaces.get(InterfaceType::Boot).as_str() {
+            "redfish-virtual-media" => self.redfish.insert_media(node, image).await,
+            other => Err(DriverError::unsupported(format!(
+                "the boot interface `{other}` has no virtual media"
+            ))),
         }
     }
 
@@ -92,6 +112,13 @@ impl Registry {
             (InterfaceType::Bios, "fake", name) => {
                 self.fake.bios(node, name, args).await.map(|()| Value::Null)
             }
+            (InterfaceType::Bios, "redfish", "apply_configuration") => {
+                let settings = args.get("settings").cloned().unwrap_or(Value::Null);
+                self.redfish
+                    .apply_bios(node, &settings)
+                    .await
+                    .map(|()| Value::Null)
+            }
             (_, name, step_name) => Err(DriverError::unsupported(format!(
                 "the {kind} interface `{name}` cannot run step `{step_name}` in this build of rivet"
             ))),
@@ -124,6 +151,10 @@ impl Registry {
                 Ok(json!(args.get("bar") == Some(&json!("woof"))))
             }
             ("fake", "log_passthrough") => Ok(Value::Null),
+            ("redfish", "eject_vmedia") => {
+                let device = args.get("boot_device").and_then(Value::as_str);
+                self.redfish.eject_media(node, device).await
+            }
             (name, _) => Err(DriverError::unsupported(format!(
                 "the vendor interface `{name}` cannot call `{method}` in this build of rivet"
             ))),

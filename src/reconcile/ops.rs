@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::node::Node;
 use crate::plan::provision::Verb;
 use crate::plan::{Action, NodePlan};
 use crate::vocab::{BootDevice, BootMode, InterfaceType, PowerState, ProvisionState};
@@ -32,6 +33,10 @@ pub enum Op {
         args: BTreeMap<String, serde_json::Value>,
         #[serde(default)]
         abortable: bool,
+    },
+    /// Insert the instance image as virtual media (the boot interface's part of a ramdisk deploy).
+    InsertMedia {
+        image: String,
     },
     SetBootDevice {
         device: BootDevice,
@@ -61,6 +66,7 @@ impl Op {
             Op::Step {
                 interface, step, ..
             } => format!("{interface}.{step}"),
+            Op::InsertMedia { .. } => "boot.insert_media".to_string(),
             Op::SetBootDevice { device } => format!("boot device {}", device.as_str()),
             Op::SetBootMode { mode } => format!("boot mode {}", mode.as_str()),
             Op::End { verb, .. } => format!("{} done", verb.as_str()),
@@ -85,8 +91,47 @@ impl Op {
     }
 }
 
+/// The operations of one deploy step. A `ramdisk` deploy (and `autodetect`,
+/// which deploys the same way) is the boot interface's work made visible:
+/// power off, present the image (virtual media) or network boot, set the
+/// boot device, power on; the step completes when the node is up.
+fn step_ops(node: &Node, step: &crate::plan::steps::PlannedStep) -> Vec<Op> {
+    let deploy = node.interfaces.get(InterfaceType::Deploy).as_str();
+    if step.interface == InterfaceType::Deploy
+        && step.step == "deploy"
+        && matches!(deploy, "ramdisk" | "autodetect")
+    {
+        let mut ops = vec![Op::SetPower {
+            target: PowerState::Off,
+        }];
+        let image = node.instance.as_ref().and_then(|i| i.image.clone());
+        match (node.interfaces.get(InterfaceType::Boot).as_str(), image) {
+            ("redfish-virtual-media", Some(image)) => {
+                ops.push(Op::InsertMedia { image });
+                ops.push(Op::SetBootDevice {
+                    device: BootDevice::Cdrom,
+                });
+            }
+            _ => ops.push(Op::SetBootDevice {
+                device: BootDevice::Pxe,
+            }),
+        }
+        ops.push(Op::SetPower {
+            target: PowerState::On,
+        });
+        return ops;
+    }
+    vec![Op::Step {
+        interface: step.interface,
+        step: step.step.clone(),
+        priority: step.priority,
+        args: step.args.clone(),
+        abortable: step.abortable,
+    }]
+}
+
 /// The operations that carry out a node's planned actions, in order.
-pub fn flatten(plan: &NodePlan, instance: &str) -> Vec<Op> {
+pub fn flatten(plan: &NodePlan, node: &Node, instance: &str) -> Vec<Op> {
     let mut ops = Vec::new();
     for action in &plan.actions {
         match action {
@@ -110,13 +155,7 @@ pub fn flatten(plan: &NodePlan, instance: &str) -> Vec<Op> {
                     }),
                     Verb::Deploy | Verb::Rebuild => {
                         for step in &plan.steps {
-                            ops.push(Op::Step {
-                                interface: step.interface,
-                                step: step.step.clone(),
-                                priority: step.priority,
-                                args: step.args.clone(),
-                                abortable: step.abortable,
-                            });
+                            ops.extend(step_ops(node, step));
                         }
                         // A deploy ends with the instance booted.
                         ops.push(Op::SetPower {

@@ -108,6 +108,7 @@ fn on_success(record: &mut NodeRecord, op: &Op, read_power: Option<crate::vocab:
         }
         Op::SetBootDevice { device } => record.boot_device = Some(*device),
         Op::SetBootMode { mode } => record.boot_mode = Some(*mode),
+        Op::InsertMedia { .. } => {}
         Op::Step {
             interface, step, ..
         } => {
@@ -181,6 +182,7 @@ async fn execute_once(
     let registry = &ctx.registry;
     match op {
         Op::Begin { .. } | Op::End { .. } | Op::Release => Ok(None),
+        Op::InsertMedia { image } => registry.insert_media(node, image).await.map(|()| None),
         Op::Verify => registry.power(node)?.get_power_state(node).await.map(Some),
         Op::SetPower { target } => registry
             .power(node)?
