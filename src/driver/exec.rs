@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{DriverError, ErrorKind};
 use crate::model::node::Node;
@@ -69,21 +69,42 @@ impl ExecPlugin {
                 DriverError::fatal(format!("cannot run plugin {}: {e}", program.display()))
             })?;
         let mut stdin = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr_pipe = child.stderr.take().expect("piped");
         let body = serde_json::to_vec(&request).expect("requests serialize");
-        // A plugin that exits without reading its request is its own error,
-        // reported from its exit status below.
-        let _ = stdin.write_all(&body).await;
-        drop(stdin);
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(result) => result
-                .map_err(|e| DriverError::fatal(format!("plugin {}: {e}", program.display())))?,
+        let talk = async {
+            // A plugin that exits without reading its request is its own
+            // error, reported from its exit status below.
+            let _ = stdin.write_all(&body).await;
+            drop(stdin);
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let (_, _, status) = tokio::join!(
+                stdout.read_to_end(&mut out),
+                stderr_pipe.read_to_end(&mut err),
+                child.wait()
+            );
+            (out, err, status)
+        };
+        let outcome = tokio::time::timeout(self.timeout, talk).await;
+        let (out, err, status) = match outcome {
+            Ok(done) => done,
             Err(_) => {
+                // Kill and reap it: a plugin that overran must not linger.
+                let _ = child.kill().await;
                 return Err(DriverError::retryable(format!(
                     "plugin {} did not answer within {} and was killed",
                     program.display(),
                     humantime::format_duration(self.timeout)
                 )));
             }
+        };
+        let status =
+            status.map_err(|e| DriverError::fatal(format!("plugin {}: {e}", program.display())))?;
+        let output = std::process::Output {
+            status,
+            stdout: out,
+            stderr: err,
         };
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         let with_stderr = |message: String| {

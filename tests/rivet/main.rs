@@ -2,9 +2,11 @@
 
 mod cli;
 mod composition;
+mod conformance;
 mod converge;
 mod daemon;
 mod diagnostics;
+mod exec_plugin;
 mod fault_server;
 mod plan;
 mod plan_props;

@@ -1,0 +1,171 @@
+//! The exec-plugin runner's contract: one JSON request in, one JSON answer
+//! out; errors by kind; stderr kept; non-zero exit fatal; a timeout kills.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rivet::driver::ErrorKind;
+use rivet::driver::exec::ExecPlugin;
+use serde_json::json;
+
+use crate::support::{TempFleet, root};
+
+fn node(dir: &Path) -> rivet::model::node::Node {
+    let loaded = rivet::model::fleet::load(dir);
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    loaded.fleet.nodes[0].clone()
+}
+
+fn script(body: &str) -> (TempFleet, ExecPlugin) {
+    let fleet = TempFleet::new(&[
+        (
+            "nodes/n.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\n",
+        ),
+        ("plugin.sh", body),
+    ]);
+    let path = fleet.path().join("plugin.sh");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let plugin = ExecPlugin {
+        command: vec!["./plugin.sh".into()],
+        root: fleet.path().to_path_buf(),
+        timeout: Duration::from_millis(1500),
+    };
+    (fleet, plugin)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_example_plugin_answers_its_methods_and_steps() {
+    let fleet = TempFleet::new(&[(
+        "nodes/n.toml",
+        "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\n",
+    )]);
+    let n = node(fleet.path());
+    let plugin = ExecPlugin {
+        command: vec![
+            root()
+                .join("examples/plugins/acme-vendor.py")
+                .to_string_lossy()
+                .into(),
+        ],
+        root: fleet.path().to_path_buf(),
+        timeout: Duration::from_secs(10),
+    };
+    let info = rt()
+        .block_on(plugin.call(
+            "vendor.passthru",
+            &n,
+            json!({"method": "firmware_info", "args": {}}),
+        ))
+        .unwrap();
+    assert_eq!(info["node"], "n1");
+    let step = rt()
+        .block_on(plugin.call(
+            "vendor.deploy_step",
+            &n,
+            json!({"step": "apply_profile", "args": {"profile": "throughput"}}),
+        ))
+        .unwrap();
+    assert_eq!(step, json!({"profile": "throughput", "applied": true}));
+    let bad = rt()
+        .block_on(plugin.call(
+            "vendor.deploy_step",
+            &n,
+            json!({"step": "apply_profile", "args": {"profile": "turbo"}}),
+        ))
+        .unwrap_err();
+    assert_eq!(bad.kind, ErrorKind::Invalid);
+    assert!(bad.message.contains("unknown profile 'turbo'"), "{bad}");
+}
+
+#[test]
+fn the_request_carries_the_node_without_secrets() {
+    let (fleet, plugin) = script("#!/bin/sh\ncat > request.json\necho '{\"ok\": 1}'\n");
+    let n = node(fleet.path());
+    assert_eq!(
+        rt().block_on(plugin.call("power.get", &n, json!({})))
+            .unwrap(),
+        json!(1)
+    );
+    let request: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fleet.path().join("request.json")).unwrap())
+            .unwrap();
+    assert_eq!(request["version"], 1);
+    assert_eq!(request["call"], "power.get");
+    assert_eq!(request["node"]["name"], "n1");
+    assert_eq!(request["node"]["interfaces"]["power"], "fake");
+    assert!(request["node"]["bmc"].get("password").is_none());
+}
+
+#[test]
+fn error_kinds_stderr_and_exit_status_are_reported() {
+    let (fleet, retry) = script(
+        "#!/bin/sh\ncat >/dev/null\necho 'bmc busy' >&2\necho '{\"error\": {\"kind\": \"retryable\", \"message\": \"try later\"}}'\n",
+    );
+    let n = node(fleet.path());
+    let e = rt().block_on(retry.call("x.y", &n, json!({}))).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Retryable);
+    assert!(
+        e.message.contains("try later") && e.message.contains("bmc busy"),
+        "{e}"
+    );
+
+    let (fleet, crash) = script("#!/bin/sh\ncat >/dev/null\necho 'Traceback: boom' >&2\nexit 3\n");
+    let n = node(fleet.path());
+    let e = rt().block_on(crash.call("x.y", &n, json!({}))).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Fatal);
+    assert!(
+        e.message.contains("exit status: 3") && e.message.contains("Traceback: boom"),
+        "{e}"
+    );
+
+    let (fleet, garbage) = script("#!/bin/sh\ncat >/dev/null\necho 'hello'\n");
+    let n = node(fleet.path());
+    let e = rt()
+        .block_on(garbage.call("x.y", &n, json!({})))
+        .unwrap_err();
+    assert!(e.message.contains("not JSON"), "{e}");
+
+    let (fleet, neither) = script("#!/bin/sh\ncat >/dev/null\necho '{\"result\": 1}'\n");
+    let n = node(fleet.path());
+    let e = rt()
+        .block_on(neither.call("x.y", &n, json!({})))
+        .unwrap_err();
+    assert!(e.message.contains("neither `ok` nor `error`"), "{e}");
+}
+
+#[test]
+fn a_plugin_that_does_not_answer_in_time_is_killed() {
+    let (fleet, slow) = script("#!/bin/sh\necho $$ > pid\nexec sleep 30\n");
+    let n = node(fleet.path());
+    let started = Instant::now();
+    let e = rt().block_on(slow.call("x.y", &n, json!({}))).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Retryable);
+    assert!(
+        e.message
+            .contains("did not answer within 1s 500ms and was killed"),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let pid: i32 = std::fs::read_to_string(fleet.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // SAFETY: kill(pid, 0) only asks whether the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the plugin process survived its timeout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
