@@ -11,16 +11,24 @@ use std::time::{Duration, Instant};
 fn main() {
     let systems = 200;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = std::env::var_os("RIVET_SUSHY_VENV").map_or_else(|| root.join(".venv"), std::path::PathBuf::from);
+    let venv = std::env::var_os("RIVET_SUSHY_VENV")
+        .map_or_else(|| root.join(".venv"), std::path::PathBuf::from);
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut config = format!(
         "SUSHY_EMULATOR_FAKE_DRIVER = True\nSUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\nSUSHY_EMULATOR_LISTEN_PORT = {port}\nSUSHY_EMULATOR_STATE_DIR = {:?}\nSUSHY_EMULATOR_FAKE_SYSTEMS = [\n",
         dir.path().join("state")
     );
     let id = |i: usize| format!("{port:08}-0000-4000-8000-{i:012}");
     for i in 1..=systems {
-        config.push_str(&format!(" {{'uuid': '{}', 'name': 'node-{i:04}', 'power_state': 'Off'}},\n", id(i)));
+        config.push_str(&format!(
+            " {{'uuid': '{}', 'name': 'node-{i:04}', 'power_state': 'Off'}},\n",
+            id(i)
+        ));
     }
     config.push_str("]\n");
     std::fs::write(dir.path().join("config.py"), config).unwrap();
@@ -39,7 +47,11 @@ fn main() {
 
     let fleet = dir.path().join("fleet");
     std::fs::create_dir_all(fleet.join("nodes")).unwrap();
-    std::fs::write(fleet.join("rivet.toml"), "[conductor]\nworkers = 256\n\n[hardware]\nenabled_hardware_types = [\"redfish\"]\n").unwrap();
+    std::fs::write(
+        fleet.join("rivet.toml"),
+        "[conductor]\nworkers = 256\n\n[hardware]\nenabled_hardware_types = [\"redfish\"]\n",
+    )
+    .unwrap();
     let mut nodes = String::new();
     for i in 1..=systems {
         nodes.push_str(&format!(
@@ -49,9 +61,17 @@ fn main() {
     }
     std::fs::write(fleet.join("nodes/rf.toml"), nodes).unwrap();
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_rivet")).arg("reconcile").arg(&fleet).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rivet"))
+        .arg("reconcile")
+        .arg(&fleet)
+        .output()
+        .unwrap();
     let wall = start.elapsed().as_secs_f64();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     println!(
         "power on {systems} Redfish systems on one sushy-tools process: {wall:.1} s; floor (the emulator's slowest apply delay) 11 s; ratio {:.2}",
         wall / 11.0

@@ -153,6 +153,19 @@ impl FakeDriver {
         Ok(record)
     }
 
+    /// Inspection: a small, fixed machine with one NIC whose MAC derives from the host.
+    pub async fn inspect(&self, node: &Node) -> Result<serde_json::Value, DriverError> {
+        self.call(node, "inspect").await?;
+        let h = Self::host(node)
+            .bytes()
+            .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b.into()));
+        Ok(serde_json::json!({
+            "cpus": 2,
+            "memory_gib": 4,
+            "macs": [format!("52:54:00:{:02x}:{:02x}:{:02x}", (h >> 16) & 255, (h >> 8) & 255, h & 255)],
+        }))
+    }
+
     /// `deploy.deploy`: boot the instance from disk, powered on.
     pub async fn deploy(&self, node: &Node) -> Result<(), DriverError> {
         let mut bmc = self.call(node, "deploy").await?;

@@ -64,6 +64,17 @@ impl Registry {
         }
     }
 
+    /// Out-of-band inspection: CPUs, memory, NIC MACs.
+    pub async fn inspect(&self, node: &Node) -> Result<Value, DriverError> {
+        match node.interfaces.get(InterfaceType::Inspect).as_str() {
+            "redfish" => self.redfish.inspect(node).await,
+            "fake" => self.fake.inspect(node).await,
+            other => Err(DriverError::unsupported(format!(
+                "the inspect interface `{other}` cannot inspect"
+            ))),
+        }
+    }
+
     /// Boot `image` from virtual media (the `redfish-virtual-media` boot interface).
     pub async fn insert_media(&self, node: &Node, image: &str) -> Result<(), DriverError> {
         match node.interfaces.get(InterfaceType::Boot).as_str() {

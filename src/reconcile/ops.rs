@@ -22,6 +22,8 @@ pub enum Op {
     },
     /// Read the power state: proves the BMC answers (Ironic's "verifying").
     Verify,
+    /// Read CPUs, memory and NICs from the BMC (out-of-band inspection).
+    Inspect,
     SetPower {
         target: PowerState,
     },
@@ -62,6 +64,7 @@ impl Op {
         match self {
             Op::Begin { verb, .. } => verb.as_str().to_string(),
             Op::Verify => "verify".to_string(),
+            Op::Inspect => "inspect".to_string(),
             Op::SetPower { target } => format!("power {}", target.short()),
             Op::Step {
                 interface, step, ..
@@ -147,7 +150,15 @@ pub fn flatten(plan: &NodePlan, node: &Node, instance: &str) -> Vec<Op> {
                     after: *after,
                 });
                 match verb {
-                    Verb::Manage => ops.push(Op::Verify),
+                    Verb::Manage => {
+                        ops.push(Op::Verify);
+                        if matches!(
+                            node.interfaces.get(InterfaceType::Inspect).as_str(),
+                            "redfish" | "fake"
+                        ) {
+                            ops.push(Op::Inspect);
+                        }
+                    }
                     // rivet's cleaning has no agent to erase disks: it leaves
                     // the node powered off, as Ironic does after cleaning.
                     Verb::Provide | Verb::Undeploy => ops.push(Op::SetPower {

@@ -98,10 +98,24 @@ fn on_start(record: &mut NodeRecord, op: &Op) {
     }
 }
 
+/// What an operation read from the BMC.
+enum Reading {
+    Nothing,
+    Power(crate::vocab::PowerState),
+    Properties(serde_json::Value),
+}
+
 /// Record changes when an operation succeeds.
-fn on_success(record: &mut NodeRecord, op: &Op, read_power: Option<crate::vocab::PowerState>) {
+fn on_success(record: &mut NodeRecord, op: &Op, reading: Reading) {
+    match reading {
+        Reading::Power(state) => record.power_state = Some(state),
+        Reading::Properties(serde_json::Value::Object(found)) => {
+            record.properties = found.into_iter().collect();
+        }
+        Reading::Properties(_) | Reading::Nothing => {}
+    }
     match op {
-        Op::Verify => record.power_state = read_power,
+        Op::Verify | Op::Inspect => {}
         Op::SetPower { target } => {
             record.power_state = Some(*target);
             record.target_power_state = None;
@@ -154,11 +168,7 @@ fn on_failure(record: &mut NodeRecord, verb: Option<Verb>, error: &str) {
 }
 
 /// Run one operation, retrying retryable errors with backoff.
-async fn execute(
-    ctx: &Ctx,
-    node: &Node,
-    op: &Op,
-) -> Result<Option<crate::vocab::PowerState>, DriverError> {
+async fn execute(ctx: &Ctx, node: &Node, op: &Op) -> Result<Reading, DriverError> {
     let mut failures = 0;
     loop {
         let result = execute_once(ctx, node, op).await;
@@ -174,31 +184,33 @@ async fn execute(
     }
 }
 
-async fn execute_once(
-    ctx: &Ctx,
-    node: &Node,
-    op: &Op,
-) -> Result<Option<crate::vocab::PowerState>, DriverError> {
+async fn execute_once(ctx: &Ctx, node: &Node, op: &Op) -> Result<Reading, DriverError> {
     let registry = &ctx.registry;
+    let done = |()| Reading::Nothing;
     match op {
-        Op::Begin { .. } | Op::End { .. } | Op::Release => Ok(None),
-        Op::InsertMedia { image } => registry.insert_media(node, image).await.map(|()| None),
-        Op::Verify => registry.power(node)?.get_power_state(node).await.map(Some),
+        Op::Begin { .. } | Op::End { .. } | Op::Release => Ok(Reading::Nothing),
+        Op::InsertMedia { image } => registry.insert_media(node, image).await.map(done),
+        Op::Verify => registry
+            .power(node)?
+            .get_power_state(node)
+            .await
+            .map(Reading::Power),
+        Op::Inspect => registry.inspect(node).await.map(Reading::Properties),
         Op::SetPower { target } => registry
             .power(node)?
             .set_power_state(node, *target, ctx.power_timeout)
             .await
-            .map(|()| None),
+            .map(done),
         Op::SetBootDevice { device } => registry
             .management(node)?
             .set_boot_device(node, *device, true)
             .await
-            .map(|()| None),
+            .map(done),
         Op::SetBootMode { mode } => registry
             .management(node)?
             .set_boot_mode(node, *mode)
             .await
-            .map(|()| None),
+            .map(done),
         Op::Step {
             interface,
             step,
@@ -207,7 +219,7 @@ async fn execute_once(
         } => registry
             .run_step(&ctx.fleet, node, *interface, step, args)
             .await
-            .map(|_| None),
+            .map(|_| Reading::Nothing),
     }
 }
 
@@ -304,8 +316,8 @@ pub async fn run_node(
         let mut done = event(&name, &work, index, &op, Outcome::Succeeded, protocol);
         done.duration_ms = Some(elapsed.as_millis() as u64);
         match result {
-            Ok(read_power) => {
-                on_success(&mut work.record, &op, read_power);
+            Ok(reading) => {
+                on_success(&mut work.record, &op, reading);
                 let journal = if index + 1 == total {
                     Write::ClearJournal(name.clone())
                 } else {

@@ -37,6 +37,9 @@ pub struct NodeRecord {
     /// The composed interfaces the node was last converged with.
     #[serde(default)]
     pub interfaces: BTreeMap<String, String>,
+    /// What inspection found: `cpus`, `memory_gib`, `macs`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, serde_json::Value>,
     /// Consecutive failed power-state reads (3 → maintenance).
     #[serde(default)]
     pub power_failures: u32,
@@ -66,6 +69,7 @@ impl NodeRecord {
             deploy_step: None,
             deployed_instance: None,
             interfaces: BTreeMap::new(),
+            properties: BTreeMap::new(),
             power_failures: 0,
             unmanaged: false,
             updated_at: None,

@@ -71,6 +71,10 @@ fn the_quickstart_converges_and_a_second_run_changes_nothing() {
             ProvisionState::Manageable
         );
         assert_eq!(nodes["rack1-node01"].power_state, Some(PowerState::On));
+        assert_eq!(
+            nodes["rack1-node01"].properties["cpus"], 2,
+            "inspected while managing"
+        );
         assert!(
             store.journals().unwrap().is_empty(),
             "finished work leaves no journal"

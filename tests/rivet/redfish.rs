@@ -102,6 +102,19 @@ fn a_fleet_converges_on_sushy_and_the_emulator_agrees() {
         String::from_utf8_lossy(&again.stdout)
     );
 
+    // Inspection read the NIC from the BMC during `manage`.
+    let store_check = Store::open(&fleet.path().join(".rivet/state.redb")).unwrap();
+    let rf1 = store_check.node("rf1").unwrap().unwrap();
+    assert_eq!(
+        rf1.properties["macs"],
+        json!([format!(
+            "52:54:{:02x}:{:02x}:00:01",
+            sushy.port >> 8,
+            sushy.port & 255
+        )])
+    );
+    drop(store_check);
+
     // The virtual-media ramdisk deploy walked its operations in plan order,
     // each recorded with the protocol it used.
     let store = Store::open(&fleet.path().join(".rivet/state.redb")).unwrap();
