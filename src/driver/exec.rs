@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{DriverError, ErrorKind};
+use async_trait::async_trait;
+
+use super::{DriverError, ErrorKind, Vendor};
 use crate::model::node::Node;
 
 /// One plugin program.
@@ -149,5 +151,19 @@ impl ExecPlugin {
             "plugin {} answered neither `ok` nor `error`",
             program.display()
         )))
+    }
+}
+
+#[async_trait]
+impl Vendor for ExecPlugin {
+    async fn passthru(
+        &self,
+        node: &Node,
+        method: &str,
+        http_method: &str,
+        args: Value,
+    ) -> Result<Value, DriverError> {
+        let request = json!({ "method": method, "http_method": http_method, "args": args });
+        self.call("vendor.passthru", node, request).await
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{DriverError, Management, Power};
+use super::{Bios, Boot, DriverError, Inspect, Management, Power, Vendor};
 use crate::model::node::Node;
 use crate::store::records::FakeBmcRecord;
 use crate::vocab::{BootDevice, BootMode, PowerState};
@@ -152,9 +152,12 @@ impl FakeDriver {
         }
         Ok(record)
     }
+}
 
-    /// Inspection: a small, fixed machine with one NIC whose MAC derives from the host.
-    pub async fn inspect(&self, node: &Node) -> Result<serde_json::Value, DriverError> {
+#[async_trait]
+impl Inspect for FakeDriver {
+    /// A small, fixed machine with one NIC whose MAC derives from the host.
+    async fn inspect(&self, node: &Node) -> Result<serde_json::Value, DriverError> {
         self.call(node, "inspect").await?;
         let h = Self::host(node)
             .bytes()
@@ -165,7 +168,9 @@ impl FakeDriver {
             "macs": [format!("52:54:00:{:02x}:{:02x}:{:02x}", (h >> 16) & 255, (h >> 8) & 255, h & 255)],
         }))
     }
+}
 
+impl FakeDriver {
     /// `deploy.deploy`: boot the instance from disk, powered on.
     pub async fn deploy(&self, node: &Node) -> Result<(), DriverError> {
         let mut bmc = self.call(node, "deploy").await?;
@@ -173,43 +178,84 @@ impl FakeDriver {
         bmc.power = PowerState::On;
         self.bmcs.put(Self::host(node), &bmc)
     }
+}
 
-    /// `bios.apply_configuration` and `bios.factory_reset`.
-    pub async fn bios(
+#[async_trait]
+impl Bios for FakeDriver {
+    async fn apply_configuration(
         &self,
         node: &Node,
-        step: &str,
-        args: &BTreeMap<String, serde_json::Value>,
+        settings: &serde_json::Value,
     ) -> Result<(), DriverError> {
         let mut bmc = self.call(node, "bios").await?;
-        match step {
-            "factory_reset" => bmc.bios.clear(),
-            "apply_configuration" => {
-                let settings =
-                    args.get("settings")
-                        .and_then(|s| s.as_array())
-                        .ok_or_else(|| {
-                            DriverError::invalid("`settings` must be a list of {name, value}")
-                        })?;
-                for setting in settings {
-                    let name = setting
-                        .get("name")
-                        .and_then(|n| n.as_str())
-                        .ok_or_else(|| DriverError::invalid("every setting needs a `name`"))?;
-                    let value = setting
-                        .get("value")
-                        .cloned()
-                        .unwrap_or(serde_json::Value::Null);
-                    bmc.bios.insert(name.to_string(), value);
-                }
-            }
-            other => {
-                return Err(DriverError::unsupported(format!(
-                    "the fake bios has no step `{other}`"
-                )));
-            }
+        let settings = settings
+            .as_array()
+            .ok_or_else(|| DriverError::invalid("`settings` must be a list of {name, value}"))?;
+        for setting in settings {
+            let name = setting
+                .get("name")
+                .and_then(|n| n.as_str())
+                .ok_or_else(|| DriverError::invalid("every setting needs a `name`"))?;
+            let value = setting
+                .get("value")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            bmc.bios.insert(name.to_string(), value);
         }
         self.bmcs.put(Self::host(node), &bmc)
+    }
+
+    async fn factory_reset(&self, node: &Node) -> Result<(), DriverError> {
+        let mut bmc = self.call(node, "bios").await?;
+        bmc.bios.clear();
+        self.bmcs.put(Self::host(node), &bmc)
+    }
+}
+
+#[async_trait]
+impl Boot for FakeDriver {
+    async fn insert_media(&self, node: &Node, image: &str) -> Result<(), DriverError> {
+        let mut bmc = self.call(node, "boot").await?;
+        bmc.virtual_media = Some(image.to_string());
+        self.bmcs.put(Self::host(node), &bmc)
+    }
+
+    async fn eject_media(
+        &self,
+        node: &Node,
+        _device: Option<&str>,
+    ) -> Result<serde_json::Value, DriverError> {
+        let mut bmc = self.call(node, "boot").await?;
+        let ejected = bmc.virtual_media.take();
+        self.bmcs.put(Self::host(node), &bmc)?;
+        Ok(serde_json::json!({ "ejected": ejected.map(|_| vec!["Cd"]).unwrap_or_default() }))
+    }
+}
+
+#[async_trait]
+impl Vendor for FakeDriver {
+    /// Ironic's FakeVendorB: each method answers whether `bar` has its word.
+    async fn passthru(
+        &self,
+        _node: &Node,
+        method: &str,
+        _http_method: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, DriverError> {
+        let word = match method {
+            "second_method" => "kazoo",
+            "third_method_sync" => "meow",
+            "fourth_method_shared_lock" => "woof",
+            "log_passthrough" => return Ok(serde_json::Value::Null),
+            other => {
+                return Err(DriverError::invalid(format!(
+                    "No handler for method {other}"
+                )));
+            }
+        };
+        Ok(serde_json::json!(
+            args.get("bar") == Some(&serde_json::json!(word))
+        ))
     }
 }
 

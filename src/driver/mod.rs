@@ -111,3 +111,56 @@ pub trait Management: Send + Sync {
 
     async fn set_boot_mode(&self, node: &Node, mode: BootMode) -> Result<(), DriverError>;
 }
+
+/// The `boot` interface's virtual media.
+#[async_trait]
+pub trait Boot: Send + Sync {
+    /// Present `image` as the node's virtual CD. Inserting the image that is
+    /// already inserted is success; another image is ejected first.
+    async fn insert_media(&self, node: &Node, image: &str) -> Result<(), DriverError>;
+
+    /// Eject virtual media (`cd`, `floppy`, or every device when `None`);
+    /// returns what was ejected. Nothing inserted is success.
+    async fn eject_media(
+        &self,
+        node: &Node,
+        device: Option<&str>,
+    ) -> Result<serde_json::Value, DriverError>;
+}
+
+/// The `bios` interface.
+#[async_trait]
+pub trait Bios: Send + Sync {
+    /// Apply `settings` (a list of `{name, value}`); idempotent.
+    async fn apply_configuration(
+        &self,
+        node: &Node,
+        settings: &serde_json::Value,
+    ) -> Result<(), DriverError>;
+
+    /// Reset BIOS settings to the factory defaults; idempotent.
+    async fn factory_reset(&self, node: &Node) -> Result<(), DriverError>;
+}
+
+/// The `inspect` interface (out of band).
+#[async_trait]
+pub trait Inspect: Send + Sync {
+    /// What the BMC knows of the hardware: `cpus`, `memory_gib`, `macs`.
+    /// Read-only.
+    async fn inspect(&self, node: &Node) -> Result<serde_json::Value, DriverError>;
+}
+
+/// The `vendor` interface's passthru methods.
+#[async_trait]
+pub trait Vendor: Send + Sync {
+    /// Call `method` (declared in the catalog, arguments already checked
+    /// against it) and return its value, which a sync method's HTTP answer
+    /// carries as its body.
+    async fn passthru(
+        &self,
+        node: &Node,
+        method: &str,
+        http_method: &str,
+        args: serde_json::Value,
+    ) -> Result<serde_json::Value, DriverError>;
+}

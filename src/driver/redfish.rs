@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::secret::bmc_password;
-use super::{DriverError, Management, Power};
+use super::{Bios, Boot, DriverError, Inspect, Management, Power, Vendor};
 use crate::model::node::Node;
 use crate::vocab::{BootDevice, BootMode, PowerState};
 
@@ -440,7 +440,7 @@ impl RedfishDriver {
     }
 
     /// Insert `image` as the system's virtual CD.
-    pub async fn insert_media(&self, node: &Node, image: &str) -> Result<(), DriverError> {
+    async fn insert_cd(&self, node: &Node, image: &str) -> Result<(), DriverError> {
         let client = self.client(node)?;
         let cd = self.virtual_cd(&client).await?;
         let media = client.get(&cd).await?;
@@ -464,11 +464,7 @@ impl RedfishDriver {
     }
 
     /// Eject virtual media: `cd`, `floppy`, or every device when `None`.
-    pub async fn eject_media(
-        &self,
-        node: &Node,
-        device: Option<&str>,
-    ) -> Result<Value, DriverError> {
+    async fn eject(&self, node: &Node, device: Option<&str>) -> Result<Value, DriverError> {
         let client = self.client(node)?;
         let collection = self.media_collection(&client).await?;
         let mut ejected = Vec::new();
@@ -563,15 +559,19 @@ impl RedfishDriver {
         ))
     }
 
-    /// Apply BIOS settings through the pending-settings resource.
-    pub async fn apply_bios(&self, node: &Node, settings: &Value) -> Result<(), DriverError> {
-        let client = self.client(node)?;
+    async fn bios_path(client: &Client) -> Result<String, DriverError> {
         let system = client.system().await?;
-        let bios = system
+        Ok(system
             .pointer("/Bios/@odata.id")
             .and_then(Value::as_str)
             .ok_or_else(|| DriverError::unsupported("the system has no BIOS resource"))?
-            .to_string();
+            .to_string())
+    }
+
+    /// Apply BIOS settings through the pending-settings resource.
+    async fn apply_bios(&self, node: &Node, settings: &Value) -> Result<(), DriverError> {
+        let client = self.client(node)?;
+        let bios = Self::bios_path(&client).await?;
         let mut attributes = serde_json::Map::new();
         for setting in settings
             .as_array()
@@ -606,7 +606,7 @@ impl RedfishDriver {
     }
 
     /// CPU count, memory and NIC MACs, as the BMC reports them.
-    pub async fn inspect(&self, node: &Node) -> Result<Value, DriverError> {
+    async fn read_hardware(&self, node: &Node) -> Result<Value, DriverError> {
         let client = self.client(node)?;
         let system = client.system().await?;
         let mut macs = Vec::new();
@@ -768,6 +768,63 @@ impl Management for RedfishDriver {
                 "the BMC {} accepted boot mode {} but reports another",
                 client.base,
                 mode.as_str()
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Boot for RedfishDriver {
+    async fn insert_media(&self, node: &Node, image: &str) -> Result<(), DriverError> {
+        self.insert_cd(node, image).await
+    }
+
+    async fn eject_media(&self, node: &Node, device: Option<&str>) -> Result<Value, DriverError> {
+        self.eject(node, device).await
+    }
+}
+
+#[async_trait]
+impl Bios for RedfishDriver {
+    async fn apply_configuration(&self, node: &Node, settings: &Value) -> Result<(), DriverError> {
+        self.apply_bios(node, settings).await
+    }
+
+    async fn factory_reset(&self, node: &Node) -> Result<(), DriverError> {
+        let client = self.client(node)?;
+        let bios = Self::bios_path(&client).await?;
+        let path = format!("{bios}/Actions/Bios.ResetBios");
+        let (status, text) = client.send(Method::POST, &path, Some(&json!({}))).await?;
+        if !status.is_success() {
+            return Err(http_error(&client.base, "POST", &path, status, &text));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Inspect for RedfishDriver {
+    async fn inspect(&self, node: &Node) -> Result<Value, DriverError> {
+        self.read_hardware(node).await
+    }
+}
+
+#[async_trait]
+impl Vendor for RedfishDriver {
+    async fn passthru(
+        &self,
+        node: &Node,
+        method: &str,
+        _http_method: &str,
+        args: Value,
+    ) -> Result<Value, DriverError> {
+        match method {
+            "eject_vmedia" => {
+                self.eject(node, args.get("boot_device").and_then(Value::as_str))
+                    .await
+            }
+            other => Err(DriverError::invalid(format!(
+                "No handler for method {other}"
             ))),
         }
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::exec::ExecPlugin;
 use super::fake::{FakeBmcs, FakeDriver};
 use super::redfish::{RedfishDriver, Timing};
-use super::{DriverError, Management, Power};
+use super::{Bios, Boot, DriverError, Inspect, Management, Power, Vendor};
 use crate::model::catalog::{InterfaceImpl, Support};
 use crate::model::fleet::Fleet;
 use crate::model::node::Node;
@@ -64,24 +64,49 @@ impl Registry {
         }
     }
 
-    /// Out-of-band inspection: CPUs, memory, NIC MACs.
-    pub async fn inspect(&self, node: &Node) -> Result<Value, DriverError> {
-        match node.interfaces.get(InterfaceType::Inspect).as_str() {
-            "redfish" => self.redfish.inspect(node).await,
-            "fake" => self.fake.inspect(node).await,
+    /// The boot implementation's virtual media.
+    pub fn boot(&self, node: &Node) -> Result<Arc<dyn Boot>, DriverError> {
+        match node.interfaces.get(InterfaceType::Boot).as_str() {
+            "redfish-virtual-media" => Ok(self.redfish.clone()),
+            "fake" => Ok(self.fake.clone()),
             other => Err(DriverError::unsupported(format!(
-                "the inspect interface `{other}` cannot inspect"
+                "the boot interface `{other}` has no virtual media"
             ))),
         }
     }
 
-    /// Boot `image` from virtual media (the `redfish-virtual-media` boot interface).
-    pub async fn insert_media(&self, node: &Node, image: &str) -> Result<(), DriverError> {
-        match node.interfaces.get(InterfaceType::Boot).as_str() {
-            "redfish-virtual-media" => self.redfish.insert_media(node, image).await,
-            other => Err(DriverError::unsupported(format!(
-                "the boot interface `{other}` has no virtual media"
-            ))),
+    /// The bios implementation.
+    pub fn bios(&self, node: &Node) -> Result<Arc<dyn Bios>, DriverError> {
+        match node.interfaces.get(InterfaceType::Bios).as_str() {
+            "redfish" => Ok(self.redfish.clone()),
+            "fake" => Ok(self.fake.clone()),
+            other => Err(not_yet(InterfaceType::Bios, other)),
+        }
+    }
+
+    /// The inspect implementation (out of band).
+    pub fn inspect(&self, node: &Node) -> Result<Arc<dyn Inspect>, DriverError> {
+        match node.interfaces.get(InterfaceType::Inspect).as_str() {
+            "redfish" => Ok(self.redfish.clone()),
+            "fake" => Ok(self.fake.clone()),
+            other => Err(not_yet(InterfaceType::Inspect, other)),
+        }
+    }
+
+    /// The vendor implementation: built in, or an exec plugin.
+    pub fn vendor(&self, fleet: &Fleet, node: &Node) -> Result<Arc<dyn Vendor>, DriverError> {
+        let imp = fleet
+            .interface_of(node, InterfaceType::Vendor)
+            .ok_or_else(|| {
+                DriverError::fatal(format!("node {} has no vendor interface", node.name))
+            })?;
+        if let Some(plugin) = self.plugin(imp) {
+            return Ok(Arc::new(plugin));
+        }
+        match imp.name.as_str() {
+            "fake" => Ok(self.fake.clone()),
+            "redfish" => Ok(self.redfish.clone()),
+            other => Err(not_yet(InterfaceType::Vendor, other)),
         }
     }
 
@@ -116,19 +141,18 @@ impl Registry {
                 .call(&format!("{kind}.deploy_step"), node, request)
                 .await;
         }
+        let done = |()| Value::Null;
         match (kind, imp.name.as_str(), step) {
-            (InterfaceType::Deploy, "fake", "deploy") => {
-                self.fake.deploy(node).await.map(|()| Value::Null)
-            }
-            (InterfaceType::Bios, "fake", name) => {
-                self.fake.bios(node, name, args).await.map(|()| Value::Null)
-            }
-            (InterfaceType::Bios, "redfish", "apply_configuration") => {
+            (InterfaceType::Deploy, "fake", "deploy") => self.fake.deploy(node).await.map(done),
+            (InterfaceType::Bios, _, "apply_configuration") => {
                 let settings = args.get("settings").cloned().unwrap_or(Value::Null);
-                self.redfish
-                    .apply_bios(node, &settings)
+                self.bios(node)?
+                    .apply_configuration(node, &settings)
                     .await
-                    .map(|()| Value::Null)
+                    .map(done)
+            }
+            (InterfaceType::Bios, _, "factory_reset") => {
+                self.bios(node)?.factory_reset(node).await.map(done)
             }
             (_, name, step_name) => Err(DriverError::unsupported(format!(
                 "the {kind} interface `{name}` cannot run step `{step_name}` in this build of rivet"
@@ -145,31 +169,9 @@ impl Registry {
         http_method: &str,
         args: Value,
     ) -> Result<Value, DriverError> {
-        let imp = fleet
-            .interface_of(node, InterfaceType::Vendor)
-            .ok_or_else(|| {
-                DriverError::fatal(format!("node {} has no vendor interface", node.name))
-            })?;
-        if let Some(plugin) = self.plugin(imp) {
-            let request = json!({ "method": method, "http_method": http_method, "args": args });
-            return plugin.call("vendor.passthru", node, request).await;
-        }
-        match (imp.name.as_str(), method) {
-            // Ironic's FakeVendorB answers whether `bar` has the magic word.
-            ("fake", "second_method") => Ok(json!(args.get("bar") == Some(&json!("kazoo")))),
-            ("fake", "third_method_sync") => Ok(json!(args.get("bar") == Some(&json!("meow")))),
-            ("fake", "fourth_method_shared_lock") => {
-                Ok(json!(args.get("bar") == Some(&json!("woof"))))
-            }
-            ("fake", "log_passthrough") => Ok(Value::Null),
-            ("redfish", "eject_vmedia") => {
-                let device = args.get("boot_device").and_then(Value::as_str);
-                self.redfish.eject_media(node, device).await
-            }
-            (name, _) => Err(DriverError::unsupported(format!(
-                "the vendor interface `{name}` cannot call `{method}` in this build of rivet"
-            ))),
-        }
+        self.vendor(fleet, node)?
+            .passthru(node, method, http_method, args)
+            .await
     }
 }
 

@@ -189,13 +189,21 @@ async fn execute_once(ctx: &Ctx, node: &Node, op: &Op) -> Result<Reading, Driver
     let done = |()| Reading::Nothing;
     match op {
         Op::Begin { .. } | Op::End { .. } | Op::Release => Ok(Reading::Nothing),
-        Op::InsertMedia { image } => registry.insert_media(node, image).await.map(done),
+        Op::InsertMedia { image } => registry
+            .boot(node)?
+            .insert_media(node, image)
+            .await
+            .map(done),
         Op::Verify => registry
             .power(node)?
             .get_power_state(node)
             .await
             .map(Reading::Power),
-        Op::Inspect => registry.inspect(node).await.map(Reading::Properties),
+        Op::Inspect => registry
+            .inspect(node)?
+            .inspect(node)
+            .await
+            .map(Reading::Properties),
         Op::SetPower { target } => registry
             .power(node)?
             .set_power_state(node, *target, ctx.power_timeout)

@@ -267,8 +267,13 @@ fn eject_vmedia_passthru_ejects_the_inserted_image() {
         "/redfish/v1/Systems/{}/VirtualMedia/Cd",
         system_id(sushy.port, 1)
     );
-    rt().block_on(registry.insert_media(node, &images.url("a.iso")))
-        .unwrap();
+    rt().block_on(
+        registry
+            .boot(node)
+            .unwrap()
+            .insert_media(node, &images.url("a.iso")),
+    )
+    .unwrap();
     assert_eq!(sushy.get(&cd, None)["Inserted"], true);
     let answer = rt()
         .block_on(registry.passthru(
