@@ -297,3 +297,67 @@ fn a_second_daemon_on_the_same_store_refuses_at_once() {
     assert!(started.elapsed() < Duration::from_secs(10));
     first.stop();
 }
+
+#[test]
+fn a_failing_redfish_bmc_puts_its_node_in_maintenance_until_it_answers_again() {
+    use crate::fault_server::{FaultServer, json};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let broken = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&broken);
+    let server = FaultServer::start(move |s| {
+        if flag.load(Ordering::SeqCst) {
+            return Some((
+                500,
+                vec![],
+                "{\"error\": {\"message\": \"BMC firmware crashed\"}}".into(),
+            ));
+        }
+        match s.method.as_str() {
+            "POST" => Some((404, vec![], String::new())),
+            _ => json(
+                200,
+                serde_json::json!({ "Id": "1", "PowerState": "On", "Boot": {} }),
+            ),
+        }
+    });
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\npower_sync_interval = \"200ms\"\n",
+        ),
+        (
+            "nodes/a.toml",
+            &format!(
+                "[[node]]\nname = \"r1\"\ndriver = \"redfish\"\nbmc = {{ address = \"redfish+http://127.0.0.1:{}/redfish/v1/Systems/1\" }}\ndesired = {{ provision = \"manageable\" }}\n",
+                server.port
+            ),
+        ),
+    ]);
+    let daemon = Daemon::start(fleet.path());
+    daemon.wait_for("the first pass", has("converge pass done"));
+    broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    daemon.wait_for("maintenance", has_for("node entered maintenance", "r1"));
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    daemon.wait_for("recovery", has_for("node left maintenance", "r1"));
+    daemon.stop();
+    let store = Store::open(&fleet.path().join(".rivet/state.redb")).unwrap();
+    let r1 = store.node("r1").unwrap().unwrap();
+    assert!(!r1.maintenance);
+    let history = store.node_history("r1", 50).unwrap();
+    let entered = history
+        .iter()
+        .find(|e| {
+            e.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("entered maintenance"))
+        })
+        .unwrap();
+    assert!(
+        entered
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("BMC firmware crashed"),
+        "{entered:?}"
+    );
+}
