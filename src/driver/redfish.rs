@@ -48,7 +48,15 @@ pub struct RedfishDriver {
     root: PathBuf,
     timing: Timing,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// Requests in flight per endpoint (`scheme://host:port`), shared by
+    /// every system behind it.
+    endpoints: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
+
+/// Requests one BMC endpoint serves at once. Many systems can sit behind
+/// one endpoint (a chassis manager, an aggregator); without a limit a large
+/// converge overwhelms it.
+const REQUESTS_PER_ENDPOINT: usize = 8;
 
 enum Auth {
     Unknown,
@@ -65,6 +73,7 @@ struct Client {
     password: Option<String>,
     auth: tokio::sync::Mutex<Auth>,
     timing: Timing,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 fn device_to_redfish(device: BootDevice) -> &'static str {
@@ -151,6 +160,11 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, String), DriverError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the endpoint limit stays open");
         let mut attempt = 0;
         let mut relogged = false;
         loop {
@@ -310,6 +324,7 @@ impl RedfishDriver {
             root,
             timing,
             clients: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
         }
     }
 
@@ -357,7 +372,15 @@ impl RedfishDriver {
         if !address.path.is_empty() {
             let _ = system.set(address.path.clone());
         }
+        let in_flight = Arc::clone(
+            self.endpoints
+                .lock()
+                .expect("endpoints")
+                .entry(base.clone())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(REQUESTS_PER_ENDPOINT))),
+        );
         let client = Arc::new(Client {
+            in_flight,
             http,
             base,
             system,
