@@ -282,16 +282,11 @@ pub fn validate_json(loaded: &Loaded) -> Value {
         .nodes
         .iter()
         .map(|node| {
-            let interfaces: Map<String, Value> = node
-                .interfaces
-                .iter()
-                .map(|(kind, name)| (kind.as_str().to_string(), json!(name)))
-                .collect();
             json!({
                 "name": node.name,
                 "uuid": node.uuid.to_string(),
                 "driver": node.driver,
-                "interfaces": interfaces,
+                "interfaces": node.interface_map(),
             })
         })
         .collect();

@@ -25,16 +25,11 @@ pub struct ExecPlugin {
 
 /// What a plugin sees of a node: never a secret.
 pub fn node_document(node: &Node) -> Value {
-    let interfaces: serde_json::Map<String, Value> = node
-        .interfaces
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), json!(v)))
-        .collect();
     json!({
         "name": node.name,
         "uuid": node.uuid.to_string(),
         "driver": node.driver,
-        "interfaces": interfaces,
+        "interfaces": node.interface_map(),
         "bmc": { "address": node.bmc.address.to_string(), "username": node.bmc.username },
         "traits": node.traits,
         "instance": node.instance,

@@ -126,6 +126,16 @@ pub struct Node {
     pub at: Loc,
 }
 
+impl Node {
+    /// The composed interfaces by type name, e.g. `{"boot": "pxe", …}`.
+    pub fn interface_map(&self) -> std::collections::BTreeMap<String, String> {
+        self.interfaces
+            .iter()
+            .map(|(kind, name)| (kind.as_str().to_string(), name.clone()))
+            .collect()
+    }
+}
+
 /// The UUID a node without an explicit one gets: the same for the same name,
 /// on every machine.
 pub fn derived_uuid(name: &str) -> Uuid {

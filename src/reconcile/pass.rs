@@ -56,18 +56,9 @@ pub fn has_work(plan: &Plan, snapshot: &Snapshot) -> bool {
 }
 
 fn noted(node: &str, action: &str, detail: &str) -> Event {
-    Event {
-        seq: 0,
-        node: node.to_string(),
-        run_id: None,
-        op_index: None,
-        action: action.to_string(),
-        outcome: Outcome::Noted,
-        protocol: Some("rivet".to_string()),
-        duration_ms: None,
-        detail: Some(detail.to_string()),
-        at: now(),
-    }
+    let mut event = Event::note(node, action, Outcome::Noted, detail, now());
+    event.protocol = Some("rivet".to_string());
+    event
 }
 
 /// How a pass runs.
@@ -160,11 +151,7 @@ pub async fn run_pass(
             .unwrap_or_else(|| NodeRecord::enrolled(node.uuid.to_string(), &node.driver));
         record.unmanaged = false;
         record.driver = node.driver.clone();
-        record.interfaces = node
-            .interfaces
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-            .collect();
+        record.interfaces = node.interface_map();
         let journal = snapshot.journals.get(&node.name);
         let decoded: Option<Vec<Op>> = journal.and_then(|j| {
             j.ops

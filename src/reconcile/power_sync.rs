@@ -30,18 +30,7 @@ pub struct SweepReport {
 }
 
 fn note(node: &str, action: &str, outcome: Outcome, detail: String) -> Event {
-    Event {
-        seq: 0,
-        node: node.to_string(),
-        run_id: None,
-        op_index: None,
-        action: action.to_string(),
-        outcome,
-        protocol: None,
-        duration_ms: None,
-        detail: Some(detail),
-        at: now(),
-    }
+    Event::note(node, action, outcome, detail, now())
 }
 
 enum Found {

@@ -116,6 +116,30 @@ pub struct Event {
     pub at: String,
 }
 
+impl Event {
+    /// An event outside any run's operations (drift, maintenance, unmanaged …).
+    pub fn note(
+        node: &str,
+        action: &str,
+        outcome: Outcome,
+        detail: impl Into<String>,
+        at: String,
+    ) -> Self {
+        Self {
+            seq: 0,
+            node: node.to_string(),
+            run_id: None,
+            op_index: None,
+            action: action.to_string(),
+            outcome,
+            protocol: None,
+            duration_ms: None,
+            detail: Some(detail.into()),
+            at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
