@@ -26,8 +26,10 @@ fn main() {
     let id = |i: usize| format!("{port:08}-0000-4000-8000-{i:012}");
     for i in 1..=systems {
         config.push_str(&format!(
-            " {{'uuid': '{}', 'name': 'node-{i:04}', 'power_state': 'Off'}},\n",
-            id(i)
+            " {{'uuid': '{}', 'name': 'node-{i:04}', 'power_state': 'Off', 'nics': [{{'mac': '52:54:00:00:{:02x}:{:02x}', 'ip': '10.0.0.1'}}]}},\n",
+            id(i),
+            i >> 8,
+            i & 255
         ));
     }
     config.push_str("]\n");
