@@ -23,6 +23,20 @@ pub struct ExecPlugin {
     pub timeout: Duration,
 }
 
+/// Kills a plugin's whole process group when the call ends, so nothing it
+/// started outlives a timeout, an aborted step or a shutdown.
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: killpg(2) on the group the plugin leads; a group that is
+        // already gone only yields ESRCH.
+        unsafe {
+            libc::killpg(self.0 as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
 /// What a plugin sees of a node: never a secret.
 pub fn node_document(node: &Node) -> Value {
     json!({
@@ -61,10 +75,13 @@ impl ExecPlugin {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so what it starts is stopped with it.
+            .process_group(0)
             .spawn()
             .map_err(|e| {
                 DriverError::fatal(format!("cannot run plugin {}: {e}", program.display()))
             })?;
+        let _group = child.id().map(ProcessGroup);
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr_pipe = child.stderr.take().expect("piped");

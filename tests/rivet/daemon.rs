@@ -361,3 +361,81 @@ fn a_failing_redfish_bmc_puts_its_node_in_maintenance_until_it_answers_again() {
         "{entered:?}"
     );
 }
+
+#[test]
+fn an_abortable_step_is_interrupted_by_an_edit_and_by_shutdown() {
+    let fleet = TempFleet::new(&[
+        (
+            "drivers/slow.toml",
+            "[[hardware_type]]\nname = \"slow-fake\"\nbase = \"fake-hardware\"\nsupported_vendor_interfaces = [\"slow\"]\n\n\
+             [[interface]]\ntype = \"vendor\"\nname = \"slow\"\nexec = [\"./slow.sh\"]\ntimeout = \"120s\"\n\
+             [[interface.deploy_step]]\nstep = \"long\"\npriority = 150\nabortable = true\n",
+        ),
+        (
+            "rivet.toml",
+            "[hardware]\nenabled_vendor_interfaces = [\"slow\", \"no-vendor\", \"fake\"]\n",
+        ),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"s1\"\ndriver = \"slow-fake\"\ndesired = { provision = \"active\" }\n",
+        ),
+        // Marks each start, then takes a minute.
+        (
+            "slow.sh",
+            "#!/bin/sh\ncat >/dev/null\necho x >> started\nsleep 59.0417\necho '{\"ok\": null}'\n",
+        ),
+    ]);
+    let dir = fleet.path();
+    std::fs::set_permissions(
+        dir.join("slow.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let starts = || {
+        std::fs::read_to_string(dir.join("started"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let daemon = Daemon::start(dir);
+    wait_until("the long step started", || starts() == 1);
+
+    // An edit to the node aborts the step at once and plans it again.
+    std::fs::write(
+        dir.join("nodes/a.toml"),
+        "[[node]]\nname = \"s1\"\ndriver = \"slow-fake\"\ndesired = { provision = \"active\", power = \"on\" }\n",
+    )
+    .unwrap();
+    wait_until("the step started again after the edit", || starts() == 2);
+
+    // Shutdown aborts it too, without waiting a minute, and keeps the journal.
+    let stopping = Instant::now();
+    daemon.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "shutdown waited for the step"
+    );
+    let store = Store::open(&dir.join(".rivet/state.redb")).unwrap();
+    let history = store.node_history("s1", 100).unwrap();
+    assert!(
+        history.iter().any(|e| e.action == "replan"
+            && e.detail.as_deref() == Some("declarations changed: step aborted")),
+        "{history:#?}"
+    );
+    assert!(
+        store.journals().unwrap().contains_key("s1"),
+        "the interrupted run is kept for the next start"
+    );
+    assert!(!history.iter().any(
+        |e| e.action == "vendor.long" && e.outcome == rivet::store::records::Outcome::Succeeded
+    ));
+    // Nothing a plugin started outlives its aborted call.
+    wait_until("the plugins' `sleep 59.0417` children are gone", || {
+        let out = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == "sleep 59.0417")
+    });
+}
