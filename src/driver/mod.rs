@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod fake;
+pub mod ipmi;
 pub mod registry;
 
 use std::time::Duration;

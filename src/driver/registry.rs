@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::exec::ExecPlugin;
 use super::fake::{FakeBmcs, FakeDriver};
+use super::ipmi::IpmiDriver;
 use super::{DriverError, Management, Power};
 use crate::model::catalog::{InterfaceImpl, Support};
 use crate::model::fleet::Fleet;
@@ -17,6 +19,8 @@ use crate::vocab::InterfaceType;
 /// The implementations a converge or refresh uses.
 pub struct Registry {
     fake: Arc<FakeDriver>,
+    /// One for every ipmitool node, so the per-BMC pacing spans them all.
+    ipmi: Arc<IpmiDriver>,
     root: PathBuf,
 }
 
@@ -24,8 +28,15 @@ impl Registry {
     pub fn new(root: PathBuf, fake_bmcs: Arc<dyn FakeBmcs>) -> Self {
         Self {
             fake: Arc::new(FakeDriver::new(fake_bmcs)),
+            ipmi: Arc::new(IpmiDriver::new(root.clone())),
             root,
         }
+    }
+
+    /// With `[conductor] ipmi_min_command_interval` instead of the default.
+    pub fn with_ipmi_min_command_interval(mut self, gap: Duration) -> Self {
+        self.ipmi = Arc::new(IpmiDriver::new(self.root.clone()).with_min_command_interval(gap));
+        self
     }
 
     /// The protocol a node's BMC calls go through, for history records.
@@ -42,6 +53,7 @@ impl Registry {
     pub fn power(&self, node: &Node) -> Result<Arc<dyn Power>, DriverError> {
         match node.interfaces.get(InterfaceType::Power).as_str() {
             "fake" => Ok(self.fake.clone()),
+            "ipmitool" => Ok(self.ipmi.clone()),
             other => Err(not_yet(InterfaceType::Power, other)),
         }
     }
@@ -50,6 +62,7 @@ impl Registry {
     pub fn management(&self, node: &Node) -> Result<Arc<dyn Management>, DriverError> {
         match node.interfaces.get(InterfaceType::Management).as_str() {
             "fake" => Ok(self.fake.clone()),
+            "ipmitool" => Ok(self.ipmi.clone()),
             other => Err(not_yet(InterfaceType::Management, other)),
         }
     }
@@ -89,6 +102,11 @@ impl Registry {
             (InterfaceType::Deploy, "fake", "deploy") => {
                 self.fake.deploy(node).await.map(|()| Value::Null)
             }
+            (InterfaceType::Deploy, "ramdisk" | "autodetect", "deploy")
+                if node.interfaces.get(InterfaceType::Power) == "ipmitool" =>
+            {
+                self.ipmi.deploy_ramdisk(node).await.map(|()| Value::Null)
+            }
             (InterfaceType::Bios, "fake", name) => {
                 self.fake.bios(node, name, args).await.map(|()| Value::Null)
             }
@@ -124,6 +142,7 @@ impl Registry {
                 Ok(json!(args.get("bar") == Some(&json!("woof"))))
             }
             ("fake", "log_passthrough") => Ok(Value::Null),
+            ("ipmitool", "send_raw" | "bmc_reset") => self.ipmi.passthru(node, method, &args).await,
             (name, _) => Err(DriverError::unsupported(format!(
                 "the vendor interface `{name}` cannot call `{method}` in this build of rivet"
             ))),
