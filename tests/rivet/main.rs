@@ -5,6 +5,8 @@ mod composition;
 mod converge;
 mod daemon;
 mod diagnostics;
+mod ipmi;
+mod ipmi_bed;
 mod plan;
 mod plan_props;
 mod schema;
