@@ -28,7 +28,10 @@ use crate::store::{Snapshot, Store};
 pub fn context(fleet: Arc<Fleet>, journal: Journal) -> Arc<Ctx> {
     let bmcs = Arc::new(FakeBmcDir::beside(&fleet.conductor.state, false));
     Arc::new(Ctx {
-        registry: Arc::new(Registry::new(fleet.root.clone(), bmcs)),
+        registry: Arc::new(
+            Registry::new(fleet.root.clone(), bmcs)
+                .with_ipmi_min_command_interval(fleet.conductor.ipmi_min_command_interval),
+        ),
         fleet,
         journal,
         locks: Arc::new(LocalLocks::default()),

@@ -53,7 +53,8 @@ pub fn plan_fleet(
             &fleet.conductor.state,
             true,
         ));
-        let registry = Registry::new(fleet.root.clone(), bmcs);
+        let registry = Registry::new(fleet.root.clone(), bmcs)
+            .with_ipmi_min_command_interval(fleet.conductor.ipmi_min_command_interval);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

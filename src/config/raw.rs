@@ -58,6 +58,10 @@ pub struct ConductorDecl {
     pub prune: Option<bool>,
     /// Environment variable holding the bearer token the HTTP API requires for passthru.
     pub api_token_env: Option<String>,
+    /// The shortest pause between two commands to one IPMI BMC, e.g. `5s`, `100ms`.
+    /// Default `5s`, as Ironic's `[ipmi] min_command_interval`: many BMCs drop
+    /// commands that come faster.
+    pub ipmi_min_command_interval: Option<Sp<String>>,
 }
 
 /// `[hardware]`: which hardware types and interfaces are enabled, and the

@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod fake;
+pub mod ipmi;
 pub mod redfish;
 pub mod registry;
 pub mod secret;

@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::exec::ExecPlugin;
 use super::fake::{FakeBmcs, FakeDriver};
+use super::ipmi::IpmiDriver;
 use super::redfish::{RedfishDriver, Timing};
 use super::{Bios, Boot, DriverError, Inspect, Management, Power, Vendor};
 use crate::model::catalog::{InterfaceImpl, Support};
@@ -19,6 +21,8 @@ use crate::vocab::InterfaceType;
 pub struct Registry {
     fake: Arc<FakeDriver>,
     redfish: Arc<RedfishDriver>,
+    /// One for every ipmitool node, so the per-BMC pacing spans them all.
+    ipmi: Arc<IpmiDriver>,
     root: PathBuf,
 }
 
@@ -32,8 +36,15 @@ impl Registry {
         Self {
             fake: Arc::new(FakeDriver::new(fake_bmcs)),
             redfish: Arc::new(RedfishDriver::new(root.clone(), timing)),
+            ipmi: Arc::new(IpmiDriver::new(root.clone())),
             root,
         }
+    }
+
+    /// With `[conductor] ipmi_min_command_interval` instead of the default.
+    pub fn with_ipmi_min_command_interval(mut self, gap: Duration) -> Self {
+        self.ipmi = Arc::new(IpmiDriver::new(self.root.clone()).with_min_command_interval(gap));
+        self
     }
 
     /// The protocol a node's BMC calls go through, for history records.
@@ -51,6 +62,7 @@ impl Registry {
         match node.interfaces.get(InterfaceType::Power).as_str() {
             "fake" => Ok(self.fake.clone()),
             "redfish" => Ok(self.redfish.clone()),
+            "ipmitool" => Ok(self.ipmi.clone()),
             other => Err(not_yet(InterfaceType::Power, other)),
         }
     }
@@ -60,6 +72,7 @@ impl Registry {
         match node.interfaces.get(InterfaceType::Management).as_str() {
             "fake" => Ok(self.fake.clone()),
             "redfish" => Ok(self.redfish.clone()),
+            "ipmitool" => Ok(self.ipmi.clone()),
             other => Err(not_yet(InterfaceType::Management, other)),
         }
     }
@@ -106,6 +119,7 @@ impl Registry {
         match imp.name.as_str() {
             "fake" => Ok(self.fake.clone()),
             "redfish" => Ok(self.redfish.clone()),
+            "ipmitool" => Ok(self.ipmi.clone()),
             other => Err(not_yet(InterfaceType::Vendor, other)),
         }
     }
@@ -153,6 +167,11 @@ impl Registry {
             }
             (InterfaceType::Bios, _, "factory_reset") => {
                 self.bios(node)?.factory_reset(node).await.map(done)
+            }
+            (InterfaceType::Deploy, "ramdisk" | "autodetect", "deploy")
+                if node.interfaces.get(InterfaceType::Power) == "ipmitool" =>
+            {
+                self.ipmi.deploy_ramdisk(node).await.map(done)
             }
             (_, name, step_name) => Err(DriverError::unsupported(format!(
                 "the {kind} interface `{name}` cannot run step `{step_name}` in this build of rivet"

@@ -37,6 +37,8 @@ pub struct Conductor {
     pub drift: DriftPolicy,
     pub prune: bool,
     pub api_token_env: Option<String>,
+    /// The shortest pause between two commands to one IPMI BMC.
+    pub ipmi_min_command_interval: Duration,
 }
 
 /// `[hardware]` resolved: what is enabled, and the defaults.
@@ -221,6 +223,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
+fn not_a_duration(
+    file: &Arc<SourceFile>,
+    value: &Sp<String>,
+    error: &str,
+    examples: &str,
+) -> Problem {
+    Problem::new(
+        "rivet::conductor::duration",
+        format!("`{}` is not a duration: {error}", value.value()),
+    )
+    .at(&loc(file, value), "not a duration")
+    .help(format!("write a duration such as {examples}"))
+}
+
 impl Builder {
     fn push(&mut self, problem: Problem) {
         self.problems.push(problem);
@@ -242,6 +258,7 @@ impl Builder {
             drift: decl.drift.unwrap_or_default(),
             prune: decl.prune.unwrap_or(false),
             api_token_env: decl.api_token_env.clone(),
+            ipmi_min_command_interval: Duration::from_secs(5),
         };
         // Only rivet.toml has a [conductor]; without the file there is nothing to check.
         let Some(file) = file else {
@@ -299,14 +316,14 @@ impl Builder {
                     .at(&loc(file, interval), "zero")
                     .help("write a duration such as `120s` or `5m`"),
                 ),
-                Err(e) => self.push(
-                    Problem::new(
-                        "rivet::conductor::duration",
-                        format!("`{}` is not a duration: {e}", interval.value()),
-                    )
-                    .at(&loc(file, interval), "not a duration")
-                    .help("write a duration such as `120s` or `5m`"),
-                ),
+                Err(e) => self.push(not_a_duration(file, interval, &e, "`120s` or `5m`")),
+            }
+        }
+        if let Some(gap) = &decl.ipmi_min_command_interval {
+            // Zero is allowed: it turns the pause off for BMCs that keep up.
+            match parse_duration(gap.value()) {
+                Ok(d) => conductor.ipmi_min_command_interval = d,
+                Err(e) => self.push(not_a_duration(file, gap, &e, "`5s` or `100ms`")),
             }
         }
         conductor

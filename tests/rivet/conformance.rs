@@ -29,7 +29,8 @@ impl Subject {
         let registry = Registry::new(
             fleet.root.clone(),
             Arc::new(FakeBmcDir::beside(&fleet.conductor.state, false)),
-        );
+        )
+        .with_ipmi_min_command_interval(fleet.conductor.ipmi_min_command_interval);
         Self {
             fleet,
             registry,
@@ -183,4 +184,44 @@ fn the_example_exec_plugin_conforms() {
     vendor_contract(&subject, "set_asset_tag", json!({"tag": "R1-07"}), |v| {
         assert_eq!(v, &json!({"asset_tag": "R1-07"}))
     });
+}
+
+#[test]
+fn ipmi_on_ipmi_sim_conforms() {
+    let Some(bed) = crate::ipmi_bed::IpmiBed::start("ipmi_on_ipmi_sim_conforms", 1) else {
+        return;
+    };
+    let node = format!(
+        "[[node]]\nname = \"n1\"\ndriver = \"ipmi\"\n{}\n",
+        bed.bmc_decl(0, "password_file = \"bmc.pass\"")
+    );
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\nipmi_min_command_interval = \"50ms\"\n",
+        ),
+        ("nodes/n.toml", &node),
+        ("bmc.pass", &bed.password),
+    ]);
+    let subject = Subject::new(fleet.path(), "n1");
+    power_contract(&subject);
+    assert!(
+        !bed.bmcs[0].power_on(),
+        "the emulator agrees the node ended off"
+    );
+    management_contract(&subject);
+    vendor_contract(
+        &subject,
+        "send_raw",
+        json!({"raw_bytes": "0x06 0x01"}),
+        |v| {
+            // Get Device ID answers 15 bytes.
+            let bytes: Vec<&str> = v.as_str().unwrap_or("").split_whitespace().collect();
+            assert_eq!(bytes.len(), 15, "Get Device ID answer: {v}");
+            assert!(
+                bytes.iter().all(|b| u8::from_str_radix(b, 16).is_ok()),
+                "{v}"
+            );
+        },
+    );
 }

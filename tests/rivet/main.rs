@@ -8,6 +8,8 @@ mod daemon;
 mod diagnostics;
 mod exec_plugin;
 mod fault_server;
+mod ipmi;
+mod ipmi_bed;
 mod plan;
 mod plan_props;
 mod redfish;
