@@ -67,8 +67,6 @@ pub struct IpmiDriver {
     /// A hard limit on one `ipmitool` run (it gives up by itself after
     /// `-N 5 -R 1`, about 10 s, when nothing answers).
     command_timeout: Duration,
-    /// How long the ramdisk deploy waits for the node to show power on.
-    deploy_power_timeout: Duration,
     /// Where password files are made; the system's temporary directory when unset.
     secret_dir: Option<PathBuf>,
 }
@@ -81,7 +79,6 @@ impl IpmiDriver {
             min_command_interval: Duration::from_secs(5),
             retry_window: Duration::from_secs(60),
             command_timeout: Duration::from_secs(30),
-            deploy_power_timeout: Duration::from_secs(60),
             secret_dir: None,
         }
     }
@@ -317,15 +314,6 @@ impl IpmiDriver {
         let mut command = vec!["chassis", "bootdev", device];
         command.extend(options.as_deref());
         self.run(node, &command).await.map(drop)
-    }
-
-    /// The `ramdisk` (and `autodetect`) deploy on an ipmitool node: boot
-    /// from the network, persistently, and finish when the node is on. A
-    /// node already on is power cycled, or it would not boot the ramdisk.
-    pub async fn deploy_ramdisk(&self, node: &Node) -> Result<(), DriverError> {
-        self.set_boot_device(node, BootDevice::Pxe, true).await?;
-        self.set_power_state(node, PowerState::Rebooting, self.deploy_power_timeout)
-            .await
     }
 
     /// The ipmitool vendor passthru methods: `send_raw` and `bmc_reset`.

@@ -168,11 +168,6 @@ impl Registry {
             (InterfaceType::Bios, _, "factory_reset") => {
                 self.bios(node)?.factory_reset(node).await.map(done)
             }
-            (InterfaceType::Deploy, "ramdisk" | "autodetect", "deploy")
-                if node.interfaces.get(InterfaceType::Power) == "ipmitool" =>
-            {
-                self.ipmi.deploy_ramdisk(node).await.map(done)
-            }
             (_, name, step_name) => Err(DriverError::unsupported(format!(
                 "the {kind} interface `{name}` cannot run step `{step_name}` in this build of rivet"
             ))),

@@ -209,20 +209,6 @@ async fn boot_devices_are_set_and_read_back_by_ipmitool_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_ramdisk_deploy_boots_from_the_network_and_power_cycles_a_node_that_is_on() {
-    let Some(one) = one_bmc("ramdisk deploy", "power = \"on\"") else {
-        return;
-    };
-    one.bed.bmcs[0].set_power(true);
-    one.driver().deploy_ramdisk(one.node()).await.unwrap();
-    assert!(one.bed.bmcs[0].power_on());
-    assert_eq!(one.bed.bmcs[0].boot(), "pxe");
-    let mut sets = one.chassis_calls();
-    sets.retain(|call| call.starts_with("set"));
-    assert_eq!(sets, ["set boot pxe", "set power 0", "set power 1"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_is_a_fatal_credentials_error_that_never_shows_it() {
     let Some(bed) = IpmiBed::start("wrong password", 1) else {
         return;
