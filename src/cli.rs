@@ -246,18 +246,22 @@ fn daemon(dir: &Path, http: Option<std::net::SocketAddr>) -> std::io::Result<Exi
             return Ok(ExitCode::from(1));
         }
     };
-    let _ = http;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let api = crate::daemon::start_api(&shared, http, shutdown.clone()).await?;
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             crate::daemon::signals().await;
             on_signal.cancel();
         });
-        crate::daemon::run(Arc::clone(&shared), shutdown).await
+        let result = crate::daemon::run(Arc::clone(&shared), shutdown.clone()).await;
+        // The loop also ends on its own errors: stop the API with it.
+        shutdown.cancel();
+        let _ = api.await;
+        result
     });
     let journal = shared.journal.clone();
     drop(shared);

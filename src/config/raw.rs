@@ -58,6 +58,8 @@ pub struct ConductorDecl {
     pub prune: Option<bool>,
     /// Environment variable holding the bearer token the HTTP API requires for passthru.
     pub api_token_env: Option<String>,
+    /// Require the token for reads too (every endpoint but `/`, `/v1` and `/healthz`). Default false.
+    pub api_token_reads: Option<bool>,
 }
 
 /// `[hardware]`: which hardware types and interfaces are enabled, and the

@@ -37,6 +37,7 @@ pub struct Conductor {
     pub drift: DriftPolicy,
     pub prune: bool,
     pub api_token_env: Option<String>,
+    pub api_token_reads: bool,
 }
 
 /// `[hardware]` resolved: what is enabled, and the defaults.
@@ -242,6 +243,7 @@ impl Builder {
             drift: decl.drift.unwrap_or_default(),
             prune: decl.prune.unwrap_or(false),
             api_token_env: decl.api_token_env.clone(),
+            api_token_reads: decl.api_token_reads.unwrap_or(false),
         };
         // Only rivet.toml has a [conductor]; without the file there is nothing to check.
         let Some(file) = file else {

@@ -21,7 +21,7 @@ struct Daemon {
 impl Daemon {
     fn start(dir: &Path) -> Self {
         let mut child = Command::new(assert_cmd::cargo::cargo_bin("rivet"))
-            .args(["--log-format", "json", "daemon"])
+            .args(["--log-format", "json", "daemon", "--http", "127.0.0.1:0"])
             .arg(dir)
             .env("RIVET_LOG", "info")
             .stdout(Stdio::null())

@@ -1,0 +1,1 @@
+//! A client of the API, for `rivet status --url` and `rivet passthru`.
