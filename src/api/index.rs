@@ -292,7 +292,11 @@ fn driver_info(node: &Node) -> Value {
                 },
             })
         }
-        BmcProtocol::Fake => json!({ "fake_address": a.to_string() }),
+        BmcProtocol::Fake => json!({
+            "fake_address": a.to_string(),
+            "fake_username": bmc.username,
+            "fake_password": secret,
+        }),
     }
 }
 
