@@ -124,6 +124,7 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub options: ApiOptions,
     nodes: NodeCache,
+    pages: nodes::PageCache,
     /// Async passthru calls still running; shutdown waits for them.
     calls: TaskTracker,
 }
@@ -156,6 +157,7 @@ impl ApiState {
             metrics,
             options,
             nodes,
+            pages: nodes::PageCache::default(),
             calls: TaskTracker::new(),
         })))
     }
@@ -210,18 +212,15 @@ pub fn router(state: ApiState) -> Router {
             get(passthru::driver_methods_list),
         );
     let mut calls = Router::new()
-        .route("/v1/nodes/{id}/vendor_passthru", any(passthru::node_call))
+        .route("/v1/nodes/{id}/vendor_passthru", any(passthru::call))
         .route(
             "/v1/nodes/{id}/vendor_passthru/{method}",
-            any(passthru::node_call_named),
+            any(passthru::call),
         )
-        .route(
-            "/v1/drivers/{name}/vendor_passthru",
-            any(passthru::driver_call),
-        )
+        .route("/v1/drivers/{name}/vendor_passthru", any(passthru::call))
         .route(
             "/v1/drivers/{name}/vendor_passthru/{method}",
-            any(passthru::driver_call_named),
+            any(passthru::call),
         );
     if state.options.token.is_some() {
         calls = calls.route_layer(middleware::from_fn_with_state(state.clone(), require_token));

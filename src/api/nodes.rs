@@ -2,8 +2,11 @@
 //! `…/history`: built from the node index, so a read costs a lookup and
 //! some string concatenation, not a scan or a store read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::Bytes;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -22,7 +25,11 @@ pub const MAX_LIMIT: usize = 1000;
 
 /// A JSON body that is already text.
 pub fn json_text(text: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+    json_bytes(Bytes::from(text))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn truthy(value: Option<&String>, param: &str) -> ApiResult<bool> {
@@ -132,10 +139,47 @@ fn known_fields(fleet: &Fleet, index: &NodeIndex) -> std::collections::BTreeSet<
     }
 }
 
-fn find<'a>(index: &'a NodeIndex, id: &str) -> ApiResult<&'a std::sync::Arc<NodeEntry>> {
+fn find<'a>(index: &'a NodeIndex, id: &str) -> ApiResult<&'a Arc<NodeEntry>> {
     index
         .find(id)
         .ok_or_else(|| ApiError::NodeNotFound(id.to_string()))
+}
+
+/// Rendered list pages of one index version: the same page asked again
+/// (a dashboard polling) is answered without rendering. Only short rows are
+/// kept; detail pages carry the live lock holder.
+#[derive(Default)]
+pub struct PageCache {
+    pages: std::sync::Mutex<Option<Pages>>,
+}
+
+/// The index the pages were rendered from, and the pages by request.
+type Pages = (Arc<NodeIndex>, HashMap<String, Bytes>);
+
+/// Pages kept per index version.
+const MAX_PAGES: usize = 256;
+
+impl PageCache {
+    fn get(&self, index: &Arc<NodeIndex>, key: &str) -> Option<Bytes> {
+        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        match &*pages {
+            Some((at, pages)) if Arc::ptr_eq(at, index) => pages.get(key).cloned(),
+            _ => None,
+        }
+    }
+
+    fn put(&self, index: &Arc<NodeIndex>, key: String, page: Bytes) {
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *pages {
+            Some((at, pages)) if Arc::ptr_eq(at, index) => {
+                if pages.len() >= MAX_PAGES {
+                    pages.clear();
+                }
+                pages.insert(key, page);
+            }
+            _ => *pages = Some((Arc::clone(index), HashMap::from([(key, page)]))),
+        }
+    }
 }
 
 /// `GET /v1/nodes`
@@ -145,6 +189,11 @@ pub async fn list(
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Response> {
     let index = state.index();
+    let cacheable = !params.contains_key("detail") && !params.contains_key("fields");
+    let key = cacheable.then(|| format!("{base} {params:?}"));
+    if let Some(page) = key.as_ref().and_then(|k| state.pages.get(&index, k)) {
+        return Ok(json_bytes(page));
+    }
     let fleet = &index.fleet;
     let detail = truthy(params.get("detail"), "detail")?;
     let fields = parse_fields(fleet, &index, params.get("fields"))?;
@@ -232,7 +281,11 @@ pub async fn list(
         );
     }
     out.push('}');
-    Ok(json_text(out))
+    let page = Bytes::from(out);
+    if let Some(key) = key {
+        state.pages.put(&index, key, page.clone());
+    }
+    Ok(json_bytes(page))
 }
 
 /// `GET /v1/nodes/{id}`
@@ -346,7 +399,7 @@ pub async fn history(
                 }
             })?,
         };
-    let store = std::sync::Arc::clone(&state.store);
+    let store = Arc::clone(&state.store);
     let name = entry.name.clone();
     let events = tokio::task::spawn_blocking(move || store.node_history(&name, limit))
         .await

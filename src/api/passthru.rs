@@ -196,32 +196,34 @@ fn result_detail(result: &Result<Value, crate::driver::DriverError>) -> (Outcome
 }
 
 /// `{GET,POST,PUT,PATCH,DELETE} /v1/nodes/{id}/vendor_passthru?method=M`
-pub async fn node_call(
+/// and `/v1/drivers/{name}/vendor_passthru?method=M`, also with the method
+/// in the path (`…/vendor_passthru/{method}`), as the `baremetal` client
+/// calls it; Ironic accepts both forms.
+pub async fn call(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
-    verb: Method,
-    Query(params): Query<BTreeMap<String, String>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = node_call_inner(&state, &id, &verb, &params, body).await;
-    state.finish_call(Scope::Node, result)
-}
-
-/// `/v1/nodes/{id}/vendor_passthru/{method}`: the form the `baremetal`
-/// client uses (Ironic accepts both).
-pub async fn node_call_named(
-    State(state): State<ApiState>,
-    Path((id, method)): Path<(String, String)>,
+    Path(path): Path<BTreeMap<String, String>>,
     verb: Method,
     Query(mut params): Query<BTreeMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    params.insert("method".into(), method);
-    let result = node_call_inner(&state, &id, &verb, &params, body).await;
-    state.finish_call(Scope::Node, result)
+    if let Some(method) = path.get("method") {
+        params.insert("method".into(), method.clone());
+    }
+    let (scope, result) = match (path.get("id"), path.get("name")) {
+        (Some(id), _) => (
+            Scope::Node,
+            node_call(&state, id, &verb, &params, body).await,
+        ),
+        (None, Some(name)) => (
+            Scope::Driver,
+            driver_call(&state, name, &verb, &params, body).await,
+        ),
+        (None, None) => (Scope::Node, Err(ApiError::PathNotFound)),
+    };
+    state.finish_call(scope, result)
 }
 
-async fn node_call_inner(
+async fn node_call(
     state: &ApiState,
     id: &str,
     verb: &Method,
@@ -286,32 +288,7 @@ async fn node_call_inner(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// `{GET,POST,PUT,PATCH,DELETE} /v1/drivers/{name}/vendor_passthru?method=M`
-pub async fn driver_call(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    verb: Method,
-    Query(params): Query<BTreeMap<String, String>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = driver_call_inner(&state, &name, &verb, &params, body).await;
-    state.finish_call(Scope::Driver, result)
-}
-
-/// `/v1/drivers/{name}/vendor_passthru/{method}`, as the client calls it.
-pub async fn driver_call_named(
-    State(state): State<ApiState>,
-    Path((name, method)): Path<(String, String)>,
-    verb: Method,
-    Query(mut params): Query<BTreeMap<String, String>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    params.insert("method".into(), method);
-    let result = driver_call_inner(&state, &name, &verb, &params, body).await;
-    state.finish_call(Scope::Driver, result)
-}
-
-async fn driver_call_inner(
+async fn driver_call(
     state: &ApiState,
     driver: &str,
     verb: &Method,

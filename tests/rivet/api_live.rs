@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::api::fault;
+use crate::api::{fault, passthru_cases};
 use crate::support::TempFleet;
 
 /// A daemon on a free loopback port, its stderr (JSON logs) collected.
@@ -79,19 +79,7 @@ impl LiveDaemon {
 
     /// SIGTERM, expect a clean exit, return every log line.
     pub fn stop(mut self) -> Vec<String> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "daemon exited with {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::support::terminate(&mut self.child);
         // The reader thread drains what is left of stderr.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&self.lines) > 1 && Instant::now() < deadline {
@@ -195,30 +183,23 @@ async fn a_converge_holding_the_lock_means_409_for_exclusive_methods_only() {
     })
     .await;
     let vp = format!("{url}/v1/nodes/slow/vendor_passthru");
-    let (status, _, body) = http
-        .send(
-            "POST",
-            &format!("{vp}?method=third_method_sync"),
-            Some(r#"{"bar":"meow"}"#),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(
-        fault(&body),
-        format!(
-            "Node slow is locked by host {host}, please retry after the current operation is completed."
-        )
-    );
-    let (status, _, body) = http
-        .send(
-            "POST",
-            &format!("{vp}?method=second_method"),
-            Some(r#"{"bar":"kazoo"}"#),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    for method in ["third_method_sync", "second_method"] {
+        let (status, _, body) = http
+            .send(
+                "POST",
+                &format!("{vp}?method={method}"),
+                Some(r#"{"bar":"meow"}"#),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(
+            fault(&body),
+            format!(
+                "Node slow is locked by host {host}, please retry after the current operation is completed."
+            )
+        );
+    }
     // A method that does not need the exclusive lock runs during the step.
     let (status, _, body) = http
         .send(
@@ -273,121 +254,12 @@ async fn every_passthru_code_over_a_socket_and_async_results_in_history() {
     })
     .await;
     let vp = format!("{url}/v1/nodes/quick/vendor_passthru");
-    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
-        (
-            "POST",
-            "?method=third_method_sync",
-            Some(r#"{"bar":"meow"}"#),
-            200,
-            "true",
-        ),
-        (
-            "POST",
-            "?method=third_method_sync",
-            Some(r#"{"bar":"woof"}"#),
-            200,
-            "false",
-        ),
-        (
-            "POST",
-            "?method=second_method",
-            Some(r#"{"bar":"kazoo"}"#),
-            202,
-            "",
-        ),
-        (
-            "POST",
-            "?method=third_method_sync",
-            Some("{}"),
-            400,
-            "Parameter 'bar' not passed to method 'third_method_sync'.",
-        ),
-        (
-            "POST",
-            "?method=no_such_method",
-            Some(r#"{"bar":"x"}"#),
-            400,
-            "No handler for method no_such_method",
-        ),
-        (
-            "POST",
-            "",
-            Some(r#"{"bar":"x"}"#),
-            400,
-            "Missing mandatory parameter: method",
-        ),
-        (
-            "GET",
-            "?method=third_method_sync",
-            None,
-            400,
-            "The method third_method_sync does not support HTTP GET",
-        ),
-        (
-            "PUT",
-            "?method=second_method",
-            Some(r#"{"bar":"kazoo"}"#),
-            400,
-            "The method second_method does not support HTTP PUT",
-        ),
-        (
-            "PATCH",
-            "?method=second_method",
-            Some(r#"{"bar":"kazoo"}"#),
-            400,
-            "The method second_method does not support HTTP PATCH",
-        ),
-        (
-            "DELETE",
-            "?method=second_method",
-            None,
-            400,
-            "The method second_method does not support HTTP DELETE",
-        ),
-    ];
-    for (method, query, body, code, expected) in cases {
-        let (status, headers, text) = http
-            .send(method, &format!("{vp}{query}"), *body, None)
-            .await;
-        assert_eq!(status.as_u16(), *code, "{method} {query}: {text}");
+    for case in passthru_cases() {
+        let body = (!case.body.is_empty()).then_some(case.body);
+        let (status, headers, text) = http.send(case.verb, &case.uri(&vp, url), body, None).await;
         assert_eq!(headers["x-openstack-ironic-api-version"], "1.115");
-        if *code >= 400 {
-            assert_eq!(headers["content-type"], "application/json");
-            assert_eq!(fault(&text), *expected);
-        } else {
-            assert_eq!(text, *expected);
-        }
+        case.check(status.as_u16(), &text);
     }
-    let (status, _, text) = http
-        .send(
-            "POST",
-            &format!("{vp}?method=second_method"),
-            Some("{bar"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(fault(&text).contains("not valid JSON"));
-    let (status, _, text) = http
-        .send(
-            "POST",
-            &format!("{url}/v1/nodes/no-such-node/vendor_passthru?method=second_method"),
-            Some(r#"{"bar":"kazoo"}"#),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(fault(&text), "Node no-such-node could not be found.");
-    let (status, _, text) = http
-        .send(
-            "POST",
-            &format!("{url}/v1/drivers/fake-hardware/vendor_passthru?method=second_method"),
-            Some(r#"{"bar":"kazoo"}"#),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(fault(&text), "No handler for method second_method");
     let methods = http.json(&format!("{vp}/methods")).await;
     assert_eq!(
         methods["second_method"],
@@ -415,7 +287,7 @@ async fn every_passthru_code_over_a_socket_and_async_results_in_history() {
         .send("GET", &format!("{url}/metrics"), None, None)
         .await;
     assert!(
-        metrics.contains("rivet_passthru_calls_total{scope=\"node\",code=\"202\"} 1"),
+        metrics.contains("rivet_passthru_calls_total{scope=\"node\",code=\"202\"} 2"),
         "{metrics}"
     );
     assert!(metrics.contains("rivet_operations_total{outcome=\"succeeded\"}"));

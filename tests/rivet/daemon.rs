@@ -69,19 +69,7 @@ impl Daemon {
 
     /// SIGTERM, then expect a clean exit 0.
     fn stop(mut self) -> Vec<String> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "daemon exited with {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::support::terminate(&mut self.child);
         self.lines.lock().unwrap().clone()
     }
 }
