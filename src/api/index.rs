@@ -182,10 +182,12 @@ fn entry(
     }
 }
 
-/// Node records committed since the index was last brought up to date.
+/// Node records committed since the index was last brought up to date:
+/// the latest per node, so a long converge without reads keeps at most one
+/// record per node here.
 #[derive(Default)]
 struct Feed {
-    pending: Mutex<Vec<(String, NodeRecord)>>,
+    pending: Mutex<HashMap<String, NodeRecord>>,
     dirty: AtomicBool,
 }
 
@@ -194,7 +196,7 @@ impl Feed {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for w in writes {
             if let Write::Node(name, record) = w {
-                pending.push((name.clone(), record.clone()));
+                pending.insert(name.clone(), record.clone());
             }
         }
         if !pending.is_empty() {

@@ -161,7 +161,7 @@ pub fn slow_fleet(extra_rivet: &str) -> TempFleet {
         ),
         (
             "nodes/a.toml",
-            "[[node]]\nname = \"slow\"\ndriver = \"fake-hardware\"\nbmc = { address = \"fake://slow?latency=1s\" }\ndesired = { provision = \"active\", power = \"on\" }\n\n\
+            "[[node]]\nname = \"slow\"\ndriver = \"fake-hardware\"\nbmc = { address = \"fake://slow?latency=2s\" }\ndesired = { provision = \"active\", power = \"on\" }\n\n\
              [[node]]\nname = \"quick\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"active\", power = \"on\" }\n",
         ),
     ])
