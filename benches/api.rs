@@ -5,7 +5,7 @@
 //!
 //! Needs `wrk` (Debian: `apt-get install -y wrk`).
 //! `cargo bench --bench api`; `WRK_THREADS`, `WRK_CONNECTIONS` and
-//! `WRK_SECONDS` tune the load (defaults 1, 32, 10).
+//! `WRK_SECONDS` tune the load (defaults 1, 16, 10).
 
 #[path = "common/fleetgen.rs"]
 mod fleetgen;
@@ -145,7 +145,7 @@ fn main() {
     println!("daemon RSS before load: {rss} kB");
 
     let threads = env_or("WRK_THREADS", 1);
-    let connections = env_or("WRK_CONNECTIONS", 32);
+    let connections = env_or("WRK_CONNECTIONS", 16);
     let seconds = env_or("WRK_SECONDS", 10);
     let node = format!("node{:06}", NODES / 2);
     for (what, path) in [

@@ -58,7 +58,7 @@ pub enum Command {
     Daemon {
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// HTTP API address (default: `[conductor] http`, 127.0.0.1:6385).
+        /// HTTP API address (default: `[conductor] http`, 127.0.0.1:6385); port 0 picks a free one.
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
     },

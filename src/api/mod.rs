@@ -259,6 +259,9 @@ pub async fn serve(
 /// One line per request: verb, path, status, time. Never headers, bodies or
 /// query values other than the passthru method name.
 async fn log_request(request: Request, next: Next) -> Response {
+    if !tracing::enabled!(target: "rivet::api::request", tracing::Level::INFO) {
+        return next.run(request).await;
+    }
     let started = Instant::now();
     let verb = request.method().clone();
     let path = request.uri().path().to_string();
