@@ -123,7 +123,7 @@ fn daemon(
     std::sync::mpsc::Receiver<(Instant, String)>,
 ) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rivet"))
-        .args(["--log-format", "json", "daemon"])
+        .args(["--log-format", "json", "daemon", "--http", "127.0.0.1:0"])
         .arg(dir)
         .env("RIVET_LOG", "info")
         .stdout(Stdio::null())

@@ -58,11 +58,12 @@ pub enum Command {
     Daemon {
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// HTTP API address (default: `[conductor] http`, 127.0.0.1:6385).
+        /// HTTP API address (default: `[conductor] http`, 127.0.0.1:6385); port 0 picks a free one.
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
     },
-    /// State, current step, last error and history of the nodes, from the state file.
+    /// State, current step, last error and history of the nodes, from the
+    /// state file, or from a running daemon's API.
     Status {
         #[arg(default_value = ".")]
         dir: PathBuf,
@@ -70,7 +71,15 @@ pub enum Command {
         node: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Ask the daemon at this URL (e.g. http://127.0.0.1:6385) instead of reading the state file.
+        #[arg(long)]
+        url: Option<String>,
+        /// API token, when the daemon requires one for reads.
+        #[arg(long, env = "RIVET_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
+    /// Call a node's vendor passthru method through a running daemon's API.
+    Passthru(PassthruArgs),
     /// Hardware types ("drivers"), as `baremetal driver` shows them.
     #[command(subcommand)]
     Driver(DriverCommand),
@@ -104,6 +113,26 @@ pub struct ReconcileArgs {
     /// Apply this saved plan, refusing if anything it was made from changed.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PassthruArgs {
+    /// The node's name or UUID.
+    pub node: String,
+    /// The vendor method, e.g. `bmc_reset`.
+    pub method: String,
+    #[arg(long, default_value = "POST")]
+    pub http_method: String,
+    /// An argument `KEY=VALUE`; VALUE is read as JSON when it is JSON
+    /// (`warm=false`, `n=3`), else as a string. Repeat for more.
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+    /// The daemon's API.
+    #[arg(long, env = "RIVET_URL", default_value = "http://127.0.0.1:6385")]
+    pub url: String,
+    /// API token (`[conductor] api_token_env` of the daemon).
+    #[arg(long, env = "RIVET_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,9 +190,25 @@ fn run(cli: Cli) -> std::io::Result<ExitCode> {
         Command::Validate { dir, format } => validate(&dir, format),
         Command::Reconcile(args) => crate::cli_reconcile::reconcile(&args),
         Command::Daemon { dir, http } => daemon(&dir, http),
-        Command::Status { dir, node, format } => {
-            crate::cli_status::status(&dir, node.as_deref(), format)
-        }
+        Command::Status {
+            dir,
+            node,
+            format,
+            url,
+            token,
+        } => crate::cli_status::status(
+            &dir,
+            // With --url no directory is read: `rivet status --url URL NODE`.
+            node.as_deref().or_else(|| {
+                (url.is_some() && !dir.is_dir())
+                    .then(|| dir.to_str())
+                    .flatten()
+            }),
+            format,
+            url.as_deref(),
+            token.as_deref(),
+        ),
+        Command::Passthru(args) => crate::cli_status::passthru(&args),
         Command::Driver(DriverCommand::List(args)) => driver_list(&args),
         Command::Driver(DriverCommand::Show { name, dir, format }) => {
             driver_show(&name, &dir, format)
@@ -246,18 +291,22 @@ fn daemon(dir: &Path, http: Option<std::net::SocketAddr>) -> std::io::Result<Exi
             return Ok(ExitCode::from(1));
         }
     };
-    let _ = http;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
+        let api = crate::daemon::start_api(&shared, http, shutdown.clone()).await?;
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             crate::daemon::signals().await;
             on_signal.cancel();
         });
-        crate::daemon::run(Arc::clone(&shared), shutdown).await
+        let result = crate::daemon::run(Arc::clone(&shared), shutdown.clone()).await;
+        // The loop also ends on its own errors: stop the API with it.
+        shutdown.cancel();
+        let _ = api.await;
+        result
     });
     let journal = shared.journal.clone();
     drop(shared);

@@ -1,14 +1,17 @@
-//! `rivet status`: what the state file says about each node.
+//! `rivet status`: what the state file (or, while a daemon holds it, the
+//! daemon's API) says about each node; and `rivet passthru`.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
+use crate::api::client::{CallResult, Client, ClientError};
 use crate::cli::Format;
+use crate::cli::PassthruArgs;
 use crate::model::fleet::load;
 use crate::store::records::{Event, NodeRecord};
-use crate::store::{Snapshot, read_history};
+use crate::store::{Snapshot, StoreError, read_history};
 
 fn node_json(
     name: &str,
@@ -64,37 +67,172 @@ fn event_line(e: &Event) -> String {
     line
 }
 
-pub fn status(dir: &Path, node: Option<&str>, format: Format) -> std::io::Result<ExitCode> {
+/// What `rivet status` shows: one document per node (sorted by name) and,
+/// for one node, its recent history.
+struct View {
+    docs: Vec<Value>,
+    history: Vec<Event>,
+}
+
+enum Source {
+    View(View),
+    /// A daemon holds the state file; its API is expected at this address.
+    Locked(std::net::SocketAddr),
+    Failed(String),
+}
+
+fn local(dir: &Path, node: Option<&str>) -> Source {
     let loaded = load(dir);
     let fleet = &loaded.fleet;
     let state = &fleet.conductor.state;
     let snapshot = match Snapshot::read(state) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(1));
-        }
+        Err(StoreError::Locked { .. }) => return Source::Locked(fleet.conductor.http),
+        Err(e) => return Source::Failed(e.to_string()),
     };
     let mut names: Vec<String> = fleet.nodes.iter().map(|n| n.name.clone()).collect();
     names.extend(snapshot.nodes.keys().cloned());
     names.sort();
     names.dedup();
-
     if let Some(name) = node {
         if !names.iter().any(|n| n == name) {
-            eprintln!(
-                "error: no node `{name}` is declared or recorded in {}",
+            return Source::Failed(format!(
+                "no node `{name}` is declared or recorded in {}",
                 dir.display()
-            );
-            return Ok(ExitCode::from(1));
+            ));
         }
-        let doc = node_json(
-            name,
-            snapshot.nodes.get(name),
-            fleet.node(name).is_some(),
-            snapshot.journals.get(name).map(|j| j.next),
-        );
-        let history = read_history(state, Some(name), 20).unwrap_or_default();
+        names = vec![name.to_string()];
+    }
+    let docs = names
+        .iter()
+        .map(|n| {
+            node_json(
+                n,
+                snapshot.nodes.get(n),
+                fleet.node(n).is_some(),
+                snapshot.journals.get(n).map(|j| j.next),
+            )
+        })
+        .collect();
+    let history = match node {
+        Some(name) => read_history(state, Some(name), 20).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Source::View(View { docs, history })
+}
+
+/// A node document of the API in the shape `node_json` gives.
+fn from_api(d: &Value) -> Value {
+    let step = match &d["deploy_step"] {
+        Value::Object(o) if o.is_empty() => Value::Null,
+        other => other.clone(),
+    };
+    json!({
+        "name": d["name"],
+        "uuid": d["uuid"],
+        "driver": d["driver"],
+        "declared": d["extra"]["declared"],
+        "unmanaged": d["extra"]["unmanaged"],
+        "provision_state": d["provision_state"],
+        "target_provision_state": d["target_provision_state"],
+        "power_state": d["power_state"],
+        "target_power_state": d["target_power_state"],
+        "boot_device": d["extra"]["boot_device"],
+        "boot_mode": d["boot_mode"],
+        "maintenance": d["maintenance"],
+        "fault": d["fault"],
+        "last_error": d["last_error"],
+        "deploy_step": step,
+        "reservation": d["reservation"],
+        "updated_at": d["updated_at"],
+    })
+}
+
+async fn remote_view(client: &Client, node: Option<&str>) -> Result<View, ClientError> {
+    let Some(name) = node else {
+        let mut docs: Vec<Value> = client.nodes().await?.iter().map(from_api).collect();
+        docs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        return Ok(View {
+            docs,
+            history: Vec::new(),
+        });
+    };
+    let doc = client.get(&format!("/v1/nodes/{name}")).await?;
+    let items = client
+        .get(&format!("/v1/nodes/{name}/history?limit=20"))
+        .await?;
+    let history = items["history"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| {
+                    let mut event = i.clone();
+                    event["node"] = json!(name);
+                    event["at"] = i["created_at"].clone();
+                    serde_json::from_value(event).ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(View {
+        docs: vec![from_api(&doc)],
+        history,
+    })
+}
+
+fn remote(url: &str, token: Option<&str>, node: Option<&str>) -> Result<View, ClientError> {
+    let client = Client::new(url, token)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+    runtime.block_on(remote_view(&client, node))
+}
+
+pub fn status(
+    dir: &Path,
+    node: Option<&str>,
+    format: Format,
+    url: Option<&str>,
+    token: Option<&str>,
+) -> std::io::Result<ExitCode> {
+    let view = match url {
+        Some(url) => remote(url, token, node).map_err(|e| e.to_string()),
+        None => match local(dir, node) {
+            Source::View(view) => Ok(view),
+            Source::Failed(message) => Err(message),
+            Source::Locked(addr) => {
+                let url = format!("http://{addr}");
+                eprintln!(
+                    "note: a running daemon holds the state file; asking its API at {url} (choose another with `rivet status --url URL`)"
+                );
+                remote(&url, token, node).map_err(|e| {
+                    format!("{e}\n  the state file is held by a running daemon: ask its API with `rivet status --url http://HOST:PORT`")
+                })
+            }
+        },
+    };
+    match view {
+        Ok(view) => {
+            print_view(&view, node.is_some(), format);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn print_view(view: &View, one: bool, format: Format) {
+    let docs = &view.docs;
+    if one {
+        let doc = &docs[0];
+        let history = &view.history;
         match format {
             Format::Json => {
                 let out = json!({ "node": doc, "history": history });
@@ -110,37 +248,30 @@ pub fn status(dir: &Path, node: Option<&str>, format: Format) -> std::io::Result
                     println!("{key:>24}: {shown}");
                 }
                 println!("\nRecent history:");
-                for e in &history {
+                for e in history {
                     println!("{}", event_line(e));
                 }
             }
         }
-        return Ok(ExitCode::SUCCESS);
+        return;
     }
-
-    let docs: Vec<Value> = names
-        .iter()
-        .map(|n| {
-            node_json(
-                n,
-                snapshot.nodes.get(n),
-                fleet.node(n).is_some(),
-                snapshot.journals.get(n).map(|j| j.next),
-            )
-        })
-        .collect();
     match format {
         Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&json!({ "nodes": docs })).expect("json")
         ),
         Format::Human => {
-            let width = names.iter().map(String::len).max().unwrap_or(4).max(4);
+            let width = docs
+                .iter()
+                .map(|d| d["name"].as_str().map_or(0, str::len))
+                .max()
+                .unwrap_or(4)
+                .max(4);
             println!(
                 "{:width$}  {:<13} {:<11} {:<10} {:<6} {:<26} LAST ERROR",
                 "NODE", "PROVISION", "TARGET", "POWER", "MAINT", "CURRENT STEP"
             );
-            for d in &docs {
+            for d in docs {
                 let s = |k: &str| d[k].as_str().map_or("-".to_string(), str::to_string);
                 let mut provision = s("provision_state");
                 if d["unmanaged"] == json!(true) {
@@ -173,5 +304,77 @@ pub fn status(dir: &Path, node: Option<&str>, format: Format) -> std::io::Result
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `KEY=VALUE` → (key, JSON value, else the text as a string).
+fn parse_arg(text: &str) -> Result<(String, Value), String> {
+    let (key, value) = text
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{text}`: write --arg KEY=VALUE"))?;
+    let value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
+    Ok((key.to_string(), value))
+}
+
+/// `rivet passthru NODE METHOD`
+pub fn passthru(args: &PassthruArgs) -> std::io::Result<ExitCode> {
+    let mut map = serde_json::Map::new();
+    for text in &args.args {
+        match parse_arg(text) {
+            Ok((k, v)) => {
+                map.insert(k, v);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let result = Client::new(&args.url, args.token.as_deref()).and_then(|client| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                url: args.url.clone(),
+                message: e.to_string(),
+            })?;
+        runtime.block_on(client.passthru(&args.node, &args.method, &args.http_method, &map))
+    });
+    match result {
+        Ok(CallResult::Returned(value)) => {
+            println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(CallResult::Accepted) => {
+            println!(
+                "accepted: `{}` runs in the background; its result will be in the history of {} (rivet status --url {} {})",
+                args.method, args.node, args.url, args.node
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_json_when_they_parse_and_strings_otherwise() {
+        assert_eq!(
+            parse_arg("warm=false").unwrap(),
+            ("warm".into(), json!(false))
+        );
+        assert_eq!(
+            parse_arg("bar=meow").unwrap(),
+            ("bar".into(), json!("meow"))
+        );
+        assert_eq!(parse_arg("n=3").unwrap(), ("n".into(), json!(3)));
+        assert!(parse_arg("=x").is_err());
+        assert!(parse_arg("novalue").is_err());
+    }
 }

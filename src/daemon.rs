@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::api::metrics::Metrics;
+use crate::api::{ApiOptions, ApiState};
 use crate::cli_converge::context;
 use crate::model::fleet::{Fleet, load};
 use crate::plan::{self, Observed, declaration_digest};
@@ -39,6 +41,8 @@ pub struct Shared {
     pub watcher_alive: AtomicBool,
     pub last_pass: Mutex<Option<(Instant, Pass)>>,
     pub started: Instant,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -72,6 +76,13 @@ pub enum DaemonError {
     Watch { path: PathBuf, message: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Api(String),
+    #[error("cannot serve the HTTP API on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Options from the command line.
@@ -91,6 +102,8 @@ pub fn open(dir: &Path) -> Result<Arc<Shared>, DaemonError> {
     let fleet = loaded.fleet;
     let store = Arc::new(Store::open(&fleet.conductor.state)?);
     let journal = Journal::start(Arc::clone(&store));
+    let metrics = Arc::new(Metrics::default());
+    metrics.watch(&store);
     Ok(Arc::new(Shared {
         dir: dir.to_path_buf(),
         store,
@@ -101,6 +114,7 @@ pub fn open(dir: &Path) -> Result<Arc<Shared>, DaemonError> {
         watcher_alive: AtomicBool::new(false),
         last_pass: Mutex::new(None),
         started: Instant::now(),
+        metrics,
     }))
 }
 
@@ -127,6 +141,7 @@ pub async fn run(
     let mut running = false;
     let mut dirty = true;
     let mut previous: Option<Arc<Fleet>> = None;
+    let mut pass_started = Instant::now();
     let mut sync_every = tokio::time::interval(shared.fleet().conductor.power_sync_interval);
     sync_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sync_every.tick().await;
@@ -143,6 +158,7 @@ pub async fn run(
                 .collect();
             // Fresh per-node re-plan signals for each pass.
             stop = Stop::new(shutdown.clone());
+            pass_started = Instant::now();
             running = start_pass(&shared, previous.take(), exclude, stop.clone(), tx.clone());
             if !running {
                 release_memory();
@@ -163,6 +179,7 @@ pub async fn run(
                 }
                 Some(Event::PassDone(result)) => {
                     running = false;
+                    shared.metrics.pass_finished(pass_started.elapsed());
                     match result {
                         Ok(pass) => {
                             let now = Instant::now();
@@ -422,4 +439,75 @@ pub async fn signals() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+// The HTTP API's view of the daemon, and serving it.
+
+impl crate::api::Conductor for Shared {
+    fn fleet(&self) -> Arc<Fleet> {
+        Shared::fleet(self)
+    }
+
+    fn registry(&self) -> Arc<crate::driver::registry::Registry> {
+        Arc::clone(&self.ctx().registry)
+    }
+
+    fn watcher_alive(&self) -> bool {
+        self.watcher_alive.load(Ordering::SeqCst)
+    }
+
+    fn last_pass(&self) -> Option<Instant> {
+        self.last_pass
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(at, _)| *at)
+    }
+
+    fn declaration_problems(&self) -> usize {
+        self.load_problems
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+/// The API's state over the daemon's store, journal, locks and declarations.
+pub fn api_state(shared: &Arc<Shared>) -> Result<ApiState, DaemonError> {
+    let options = ApiOptions::from_fleet(&shared.fleet()).map_err(DaemonError::Api)?;
+    Ok(ApiState::new(
+        Arc::clone(shared) as Arc<dyn crate::api::Conductor>,
+        Arc::clone(&shared.store),
+        shared.journal.clone(),
+        Arc::clone(&shared.locks),
+        Arc::clone(&shared.metrics),
+        options,
+    )?)
+}
+
+/// Bind the API's address (`--http`, else `[conductor] http`; port 0 picks
+/// a free one) and serve it until `shutdown` is cancelled. The returned task
+/// ends once requests and async passthru calls in flight have finished.
+pub async fn start_api(
+    shared: &Arc<Shared>,
+    http: Option<std::net::SocketAddr>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let state = api_state(shared)?;
+    let addr = http.unwrap_or(shared.fleet().conductor.http);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Listen { addr, source })?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() && state.options.token.is_none() {
+        tracing::warn!(addr = %local, "the HTTP API listens beyond this machine without a token: anyone who reaches it can call vendor passthru; set `[conductor] api_token_env`");
+    }
+    tracing::info!(addr = %local, "HTTP API listening");
+    let app = crate::api::router(state.clone());
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(listener, app, shutdown.cancelled_owned()).await {
+            tracing::error!(error = %e, "the HTTP API stopped");
+        }
+        state.wait_for_calls().await;
+    }))
 }

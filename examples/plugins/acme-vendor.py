@@ -37,9 +37,10 @@ STEPS = {"apply_profile": apply_profile}
 def handle(request):
     if request.get("version") != 1:
         return {"error": {"kind": "invalid", "message": f"unsupported protocol version {request.get('version')!r}"}}
-    call, node, args = request.get("call", ""), request.get("node", {}), request.get("args", {})
+    # Driver-level passthru concerns no node: "node" is null.
+    call, node, args = request.get("call", ""), request.get("node") or {}, request.get("args", {})
     try:
-        if call == "vendor.passthru":
+        if call in ("vendor.passthru", "vendor.driver_passthru"):
             method = args.get("method")
             if method not in PASSTHRU:
                 return {"error": {"kind": "invalid", "message": f"No handler for method {method}"}}

@@ -62,6 +62,8 @@ pub struct ConductorDecl {
     /// Default `5s`, as Ironic's `[ipmi] min_command_interval`: many BMCs drop
     /// commands that come faster.
     pub ipmi_min_command_interval: Option<Sp<String>>,
+    /// Require the token for reads too (every endpoint but `/`, `/v1` and `/healthz`). Default false.
+    pub api_token_reads: Option<bool>,
 }
 
 /// `[hardware]`: which hardware types and interfaces are enabled, and the

@@ -65,8 +65,17 @@ impl ExecPlugin {
 
     /// Run `call` (e.g. `vendor.passthru`) and return the plugin's `ok` value.
     pub async fn call(&self, call: &str, node: &Node, args: Value) -> Result<Value, DriverError> {
-        let request =
-            json!({ "version": 1, "call": call, "node": node_document(node), "args": args });
+        self.request(call, node_document(node), args).await
+    }
+
+    /// Run a call that concerns no node (driver-level vendor passthru):
+    /// the plugin gets `"node": null`.
+    pub async fn call_without_node(&self, call: &str, args: Value) -> Result<Value, DriverError> {
+        self.request(call, Value::Null, args).await
+    }
+
+    async fn request(&self, call: &str, node: Value, args: Value) -> Result<Value, DriverError> {
+        let request = json!({ "version": 1, "call": call, "node": node, "args": args });
         let program = self.program();
         let mut child = tokio::process::Command::new(&program)
             .args(&self.command[1..])

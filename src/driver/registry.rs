@@ -189,6 +189,33 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Call a driver-level vendor passthru method through `vendor` (a
+    /// hardware type's default vendor interface), without a node. Only exec
+    /// plugins offer driver-level methods; built-in vendors have none, as
+    /// Ironic's fake, ipmitool and redfish vendors have none.
+    pub async fn driver_passthru(
+        &self,
+        vendor: &InterfaceImpl,
+        method: &str,
+        http_method: &str,
+        args: Value,
+    ) -> Result<Value, DriverError> {
+        match self.plugin(vendor) {
+            Some(plugin) => {
+                let request = json!({ "method": method, "http_method": http_method, "args": args });
+                plugin
+                    .call_without_node("vendor.driver_passthru", request)
+                    .await
+            }
+            None => Err(DriverError::unsupported(format!(
+                "the vendor interface `{}` has no driver-level method `{method}`",
+                vendor.name
+            ))),
+        }
+    }
+}
+
 fn not_yet(kind: InterfaceType, name: &str) -> DriverError {
     DriverError::unsupported(format!(
         "the {kind} interface `{name}` cannot be called by this build of rivet"

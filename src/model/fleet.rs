@@ -39,6 +39,7 @@ pub struct Conductor {
     pub api_token_env: Option<String>,
     /// The shortest pause between two commands to one IPMI BMC.
     pub ipmi_min_command_interval: Duration,
+    pub api_token_reads: bool,
 }
 
 /// `[hardware]` resolved: what is enabled, and the defaults.
@@ -259,6 +260,7 @@ impl Builder {
             prune: decl.prune.unwrap_or(false),
             api_token_env: decl.api_token_env.clone(),
             ipmi_min_command_interval: Duration::from_secs(5),
+            api_token_reads: decl.api_token_reads.unwrap_or(false),
         };
         // Only rivet.toml has a [conductor]; without the file there is nothing to check.
         let Some(file) = file else {

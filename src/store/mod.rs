@@ -69,10 +69,16 @@ pub enum Write {
     Run(u64, RunRecord),
 }
 
+/// Told about every committed batch of writes, after the commit.
+type CommitObserver = Box<dyn Fn(&[Write]) + Send + Sync>;
+
 /// The state file, open for reading and writing by this process alone.
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Readers that keep copies (the API's node cache, metrics) stay
+    /// current through these instead of reading the file again.
+    observers: std::sync::RwLock<Vec<CommitObserver>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -110,6 +116,7 @@ impl Store {
         let store = Self {
             db,
             path: path.to_path_buf(),
+            observers: Default::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -196,7 +203,19 @@ impl Store {
             meta.insert("history_seq", seq).map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))?;
+        let observers = self.observers.read().unwrap_or_else(|e| e.into_inner());
+        for observe in observers.iter() {
+            observe(writes);
+        }
         Ok(seqs)
+    }
+
+    /// Call `f` with every batch committed from now on.
+    pub fn observe(&self, f: impl Fn(&[Write]) + Send + Sync + 'static) {
+        self.observers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(f));
     }
 
     /// A new run id.

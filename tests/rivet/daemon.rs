@@ -21,7 +21,7 @@ struct Daemon {
 impl Daemon {
     fn start(dir: &Path) -> Self {
         let mut child = Command::new(assert_cmd::cargo::cargo_bin("rivet"))
-            .args(["--log-format", "json", "daemon"])
+            .args(["--log-format", "json", "daemon", "--http", "127.0.0.1:0"])
             .arg(dir)
             .env("RIVET_LOG", "info")
             .stdout(Stdio::null())
@@ -69,19 +69,7 @@ impl Daemon {
 
     /// SIGTERM, then expect a clean exit 0.
     fn stop(mut self) -> Vec<String> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "daemon exited with {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::support::terminate(&mut self.child);
         self.lines.lock().unwrap().clone()
     }
 }

@@ -1,5 +1,8 @@
 //! rivet's integration tests: one binary, a module per feature.
 
+mod api;
+mod api_baremetal;
+mod api_live;
 mod cli;
 mod composition;
 mod conformance;

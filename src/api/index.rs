@@ -1,0 +1,459 @@
+//! What the API knows of the nodes, kept ready for reads: the declarations
+//! in force joined with the store's node records, sorted by name, with a
+//! lookup by name and by UUID. The store tells the cache about every
+//! committed node record, so a read never scans the store; a read after a
+//! commit sees it (the pending records are folded in first).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use serde_json::{Map, Value, json};
+
+use crate::model::fleet::Fleet;
+use crate::model::node::{BmcProtocol, Node};
+use crate::store::records::NodeRecord;
+use crate::store::{Store, StoreError, Write};
+use crate::vocab::{InterfaceType, ProvisionState};
+
+/// One node as the API shows it.
+pub struct NodeEntry {
+    pub name: String,
+    pub uuid: String,
+    /// Index into the fleet's nodes, when the node is declared.
+    decl: Option<usize>,
+    pub record: Option<Arc<NodeRecord>>,
+    /// The detail document without its trailing `}`, so links and the lock
+    /// holder can be appended per request.
+    detail: OnceLock<Box<str>>,
+    /// The list row without its trailing `}`.
+    row: OnceLock<Box<str>>,
+}
+
+impl NodeEntry {
+    pub fn provision_state(&self) -> ProvisionState {
+        self.record
+            .as_ref()
+            .map_or(ProvisionState::Enroll, |r| r.provision_state)
+    }
+
+    pub fn maintenance(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| r.maintenance)
+    }
+
+    pub fn driver<'a>(&'a self, fleet: &'a Fleet) -> &'a str {
+        match (self.decl, &self.record) {
+            (Some(i), _) => &fleet.nodes[i].driver,
+            (None, Some(r)) => &r.driver,
+            (None, None) => "",
+        }
+    }
+
+    pub fn declaration<'a>(&self, fleet: &'a Fleet) -> Option<&'a Node> {
+        self.decl.map(|i| &fleet.nodes[i])
+    }
+
+    /// The detail document as a JSON object (for `fields=` and the states view).
+    pub fn document(&self, fleet: &Fleet) -> Map<String, Value> {
+        node_document(fleet, self.declaration(fleet), self.record.as_deref(), self)
+    }
+
+    /// The detail document, serialized, open at the end.
+    pub fn detail_prefix(&self, fleet: &Fleet) -> &str {
+        self.detail
+            .get_or_init(|| open_object(&Value::Object(self.document(fleet))))
+    }
+
+    /// The short list row, serialized, open at the end.
+    pub fn row_prefix(&self) -> &str {
+        self.row.get_or_init(|| {
+            let r = self.record.as_deref();
+            open_object(&json!({
+                "uuid": self.uuid,
+                "name": self.name,
+                "instance_uuid": null,
+                "maintenance": self.maintenance(),
+                "power_state": r.and_then(|r| r.power_state),
+                "provision_state": self.provision_state(),
+            }))
+        })
+    }
+}
+
+/// A JSON object's text without its closing brace.
+fn open_object(value: &Value) -> Box<str> {
+    let mut text = value.to_string();
+    text.pop();
+    text.into_boxed_str()
+}
+
+/// The nodes at one moment: declarations in force plus records.
+pub struct NodeIndex {
+    pub fleet: Arc<Fleet>,
+    /// Sorted by name.
+    pub entries: Vec<Arc<NodeEntry>>,
+    /// Name and UUID → position in `entries`.
+    lookup: Arc<HashMap<String, usize>>,
+}
+
+impl NodeIndex {
+    fn build(fleet: Arc<Fleet>, records: &HashMap<String, Arc<NodeRecord>>) -> Self {
+        let mut entries: Vec<Arc<NodeEntry>> = fleet
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                Arc::new(entry(
+                    &node.name,
+                    node.uuid.to_string(),
+                    Some(i),
+                    records.get(&node.name),
+                ))
+            })
+            .collect();
+        // Recorded nodes no longer declared still exist (unmanaged).
+        for (name, record) in records {
+            if fleet.node(name).is_none() {
+                entries.push(Arc::new(entry(
+                    name,
+                    record.uuid.clone(),
+                    None,
+                    Some(record),
+                )));
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut lookup = HashMap::with_capacity(entries.len() * 2);
+        for (i, e) in entries.iter().enumerate() {
+            lookup.insert(e.uuid.clone(), i);
+            lookup.insert(e.name.clone(), i);
+        }
+        Self {
+            fleet,
+            entries,
+            lookup: Arc::new(lookup),
+        }
+    }
+
+    /// The same nodes with some records replaced.
+    fn with_records(&self, records: &HashMap<String, Arc<NodeRecord>>, changed: &[String]) -> Self {
+        let mut entries = self.entries.clone();
+        for name in changed {
+            if let Some(&i) = self.lookup.get(name) {
+                let old = &entries[i];
+                entries[i] = Arc::new(entry(
+                    &old.name,
+                    old.uuid.clone(),
+                    old.decl,
+                    records.get(name),
+                ));
+            }
+        }
+        Self {
+            fleet: Arc::clone(&self.fleet),
+            entries,
+            lookup: Arc::clone(&self.lookup),
+        }
+    }
+
+    /// A node by name or UUID.
+    pub fn find(&self, id: &str) -> Option<&Arc<NodeEntry>> {
+        self.position(id).map(|i| &self.entries[i])
+    }
+
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.lookup.get(id).copied()
+    }
+}
+
+fn entry(
+    name: &str,
+    uuid: String,
+    decl: Option<usize>,
+    record: Option<&Arc<NodeRecord>>,
+) -> NodeEntry {
+    NodeEntry {
+        name: name.to_string(),
+        uuid,
+        decl,
+        record: record.cloned(),
+        detail: OnceLock::new(),
+        row: OnceLock::new(),
+    }
+}
+
+/// Node records committed since the index was last brought up to date:
+/// the latest per node, so a long converge without reads keeps at most one
+/// record per node here.
+#[derive(Default)]
+struct Feed {
+    pending: Mutex<HashMap<String, NodeRecord>>,
+    dirty: AtomicBool,
+}
+
+impl Feed {
+    fn push(&self, writes: &[Write]) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for w in writes {
+            if let Write::Node(name, record) = w {
+                pending.insert(name.clone(), record.clone());
+            }
+        }
+        if !pending.is_empty() {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The index, kept current by the store's commit notifications.
+pub struct NodeCache {
+    feed: Arc<Feed>,
+    current: RwLock<Arc<NodeIndex>>,
+    /// Every record, as of `current`; held while the index is rebuilt.
+    records: Mutex<HashMap<String, Arc<NodeRecord>>>,
+}
+
+impl NodeCache {
+    /// Subscribe to the store's commits, then read its node records once.
+    pub fn new(store: &Store, fleet: Arc<Fleet>) -> Result<Self, StoreError> {
+        let feed = Arc::new(Feed::default());
+        let sink = Arc::clone(&feed);
+        store.observe(move |writes| sink.push(writes));
+        let records: HashMap<String, Arc<NodeRecord>> = store
+            .nodes()?
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+        let index = NodeIndex::build(fleet, &records);
+        Ok(Self {
+            feed,
+            current: RwLock::new(Arc::new(index)),
+            records: Mutex::new(records),
+        })
+    }
+
+    /// The index for the declarations in force, with every committed record.
+    pub fn index(&self, fleet: Arc<Fleet>) -> Arc<NodeIndex> {
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if Arc::ptr_eq(&current.fleet, &fleet) && !self.feed.dirty.load(Ordering::Acquire) {
+                return Arc::clone(&current);
+            }
+        }
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = {
+            let mut pending = self.feed.pending.lock().unwrap_or_else(|e| e.into_inner());
+            self.feed.dirty.store(false, Ordering::Release);
+            std::mem::take(&mut *pending)
+        };
+        let current = Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()));
+        let same_fleet = Arc::ptr_eq(&current.fleet, &fleet);
+        if same_fleet && pending.is_empty() {
+            return current;
+        }
+        let mut changed = Vec::with_capacity(pending.len());
+        for (name, record) in pending {
+            records.insert(name.clone(), Arc::new(record));
+            changed.push(name);
+        }
+        let known = changed.iter().all(|n| current.position(n).is_some());
+        let next = Arc::new(if same_fleet && known {
+            current.with_records(&records, &changed)
+        } else {
+            NodeIndex::build(fleet, &records)
+        });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&next);
+        next
+    }
+}
+
+/// Ironic's name for a BMC setting of a protocol, e.g. `ipmi_address`.
+fn driver_info(node: &Node) -> Value {
+    let bmc = &node.bmc;
+    let a = &bmc.address;
+    let secret = bmc.password.as_ref().map(|_| "******");
+    match a.protocol {
+        BmcProtocol::Ipmi => json!({
+            "ipmi_address": a.host,
+            "ipmi_port": a.port.unwrap_or(623),
+            "ipmi_username": bmc.username,
+            "ipmi_password": secret,
+            "ipmi_cipher_suite": bmc.cipher_suite,
+        }),
+        BmcProtocol::Redfish => {
+            let scheme = if a.tls { "https" } else { "http" };
+            let port = a.port.map(|p| format!(":{p}")).unwrap_or_default();
+            json!({
+                "redfish_address": format!("{scheme}://{}{port}", a.host),
+                "redfish_system_id": (!a.path.is_empty()).then_some(&a.path),
+                "redfish_username": bmc.username,
+                "redfish_password": secret,
+                "redfish_verify_ca": match &bmc.ca_file {
+                    Some(path) => json!(path),
+                    None => json!(bmc.verify_tls),
+                },
+            })
+        }
+        BmcProtocol::Fake => json!({
+            "fake_address": a.to_string(),
+            "fake_username": bmc.username,
+            "fake_password": secret,
+        }),
+    }
+}
+
+/// A URL with any password in it replaced by `******`.
+fn without_password(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("******"));
+            u.to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
+fn instance_info(node: &Node) -> Value {
+    let Some(i) = &node.instance else {
+        return json!({});
+    };
+    let mut info = Map::new();
+    let mut put = |key: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            info.insert(key.to_string(), json!(without_password(v)));
+        }
+    };
+    put("image_source", &i.image);
+    put("image_checksum", &i.checksum);
+    put("kernel", &i.kernel);
+    put("ramdisk", &i.ramdisk);
+    if let Some(hints) = &i.root_device {
+        info.insert("root_device".into(), json!(hints));
+    }
+    Value::Object(info)
+}
+
+/// The node document, in Ironic's field names.
+fn node_document(
+    fleet: &Fleet,
+    node: Option<&Node>,
+    record: Option<&NodeRecord>,
+    entry: &NodeEntry,
+) -> Map<String, Value> {
+    let mut doc = Map::new();
+    let mut put = |k: &str, v: Value| {
+        doc.insert(k.to_string(), v);
+    };
+    put("uuid", json!(entry.uuid));
+    put("name", json!(entry.name));
+    put("driver", json!(entry.driver(fleet)));
+    for kind in InterfaceType::ALL {
+        let name = match (node, record) {
+            (Some(n), _) => Some(n.interfaces.get(kind).clone()),
+            (None, Some(r)) => r.interfaces.get(kind.as_str()).cloned(),
+            (None, None) => None,
+        };
+        put(&kind.node_key(), json!(name));
+    }
+    put("provision_state", json!(entry.provision_state()));
+    put(
+        "target_provision_state",
+        json!(record.and_then(|r| r.target_provision_state)),
+    );
+    put("power_state", json!(record.and_then(|r| r.power_state)));
+    put(
+        "target_power_state",
+        json!(record.and_then(|r| r.target_power_state)),
+    );
+    put("maintenance", json!(entry.maintenance()));
+    let fault = record.and_then(|r| r.fault.clone());
+    put(
+        "maintenance_reason",
+        json!(if entry.maintenance() {
+            fault.clone()
+        } else {
+            None
+        }),
+    );
+    put("fault", json!(fault));
+    put(
+        "last_error",
+        json!(record.and_then(|r| r.last_error.clone())),
+    );
+    put(
+        "deploy_step",
+        record
+            .and_then(|r| r.deploy_step.clone())
+            .unwrap_or_else(|| json!({})),
+    );
+    put("boot_mode", json!(record.and_then(|r| r.boot_mode)));
+    let updated = record.and_then(|r| r.updated_at.clone());
+    put("updated_at", json!(updated));
+    put("provision_updated_at", json!(updated));
+    put("created_at", Value::Null);
+    put("traits", json!(node.map_or(&[][..], |n| &n.traits[..])));
+    put("driver_info", node.map_or_else(|| json!({}), driver_info));
+    put(
+        "instance_info",
+        node.map_or_else(|| json!({}), instance_info),
+    );
+    put("conductor", json!(fleet.conductor.host));
+    put(
+        "extra",
+        json!({
+            "declared": node.is_some(),
+            "unmanaged": record.is_some_and(|r| r.unmanaged),
+            "boot_device": record.and_then(|r| r.boot_device),
+            "desired": node.map(|n| json!({
+                "provision": n.desired.provision,
+                "power": n.desired.power,
+                "boot_device": n.desired.boot_device,
+                "boot_mode": n.desired.boot_mode,
+            })),
+            "depends_on": node.map(|n| n.depends_on.iter().map(|d| d.value.clone()).collect::<Vec<_>>()),
+            "rollout": node.and_then(|n| n.rollout.clone()),
+        }),
+    );
+    for key in [
+        "clean_step",
+        "service_step",
+        "driver_internal_info",
+        "network_data",
+        "properties",
+        "raid_config",
+        "target_raid_config",
+    ] {
+        put(key, json!({}));
+    }
+    for key in [
+        "allocation_uuid",
+        "automated_clean",
+        "chassis_uuid",
+        "description",
+        "health",
+        "inspection_finished_at",
+        "inspection_started_at",
+        "instance_name",
+        "instance_uuid",
+        "lessee",
+        "owner",
+        "parent_node",
+        "protected_reason",
+        "resource_class",
+        "retired_reason",
+        "secure_boot",
+        "shard",
+    ] {
+        put(key, Value::Null);
+    }
+    for key in [
+        "console_enabled",
+        "protected",
+        "retired",
+        "disable_power_off",
+    ] {
+        put(key, json!(false));
+    }
+    put("conductor_group", json!(""));
+    doc
+}

@@ -1,0 +1,410 @@
+//! The HTTP API: Ironic's v1 shapes, read-only but for vendor passthru, so
+//! the OpenStack `baremetal` client works against a rivet daemon.
+//!
+//! `router(state)` builds the whole application as a value (tests call it
+//! without a socket); `serve(listener, router, shutdown)` runs it until the
+//! daemon shuts down. Errors are `error::ApiError` values, rendered in
+//! Ironic's error shape in one place.
+
+pub mod client;
+pub mod drivers;
+pub mod error;
+pub mod index;
+pub mod metrics;
+pub mod nodes;
+pub mod passthru;
+pub mod version;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{any, get};
+use serde_json::json;
+use tokio_util::task::TaskTracker;
+
+use crate::driver::registry::Registry;
+use crate::model::fleet::Fleet;
+use crate::reconcile::journal::Journal;
+use crate::reconcile::locks::NodeLocks;
+use crate::store::{Store, StoreError};
+use error::{ApiError, ApiResult};
+use index::{NodeCache, NodeIndex};
+use metrics::Metrics;
+use passthru::Scope;
+
+/// What the API reads of the running conductor (the daemon).
+pub trait Conductor: Send + Sync {
+    /// The declarations in force.
+    fn fleet(&self) -> Arc<Fleet>;
+    /// The drivers passthru calls go through.
+    fn registry(&self) -> Arc<Registry>;
+    fn watcher_alive(&self) -> bool;
+    /// When the last converge pass finished.
+    fn last_pass(&self) -> Option<Instant>;
+    /// Problems of the last reload that failed.
+    fn declaration_problems(&self) -> usize;
+}
+
+/// How the API guards itself.
+#[derive(Clone)]
+pub struct ApiOptions {
+    /// Bearer token required for passthru calls (and reads, with `token_reads`).
+    pub token: Option<String>,
+    pub token_reads: bool,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiOptions")
+            .field("token", &self.token.as_ref().map(|_| "******"))
+            .field("token_reads", &self.token_reads)
+            .field("body_limit", &self.body_limit)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            token: None,
+            token_reads: false,
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ApiOptions {
+    /// The options `[conductor]` asks for; the token is read from the
+    /// environment variable `api_token_env` names, which must be set.
+    pub fn from_fleet(fleet: &Fleet) -> Result<Self, String> {
+        let conductor = &fleet.conductor;
+        let token = match &conductor.api_token_env {
+            None => None,
+            Some(var) => match std::env::var(var) {
+                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                _ => {
+                    return Err(format!(
+                        "`[conductor] api_token_env` names `{var}`, which is not set or empty; set it to the API token, or remove the setting"
+                    ));
+                }
+            },
+        };
+        if conductor.api_token_reads && token.is_none() {
+            return Err(
+                "`[conductor] api_token_reads = true` needs a token: set `api_token_env` too"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            token,
+            token_reads: conductor.api_token_reads,
+            ..Self::default()
+        })
+    }
+}
+
+/// Everything the handlers share.
+pub struct Inner {
+    pub conductor: Arc<dyn Conductor>,
+    pub store: Arc<Store>,
+    pub journal: Journal,
+    pub locks: Arc<dyn NodeLocks>,
+    pub metrics: Arc<Metrics>,
+    pub options: ApiOptions,
+    nodes: NodeCache,
+    pages: nodes::PageCache,
+    /// Async passthru calls still running; shutdown waits for them.
+    calls: TaskTracker,
+}
+
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+impl std::ops::Deref for ApiState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl ApiState {
+    pub fn new(
+        conductor: Arc<dyn Conductor>,
+        store: Arc<Store>,
+        journal: Journal,
+        locks: Arc<dyn NodeLocks>,
+        metrics: Arc<Metrics>,
+        options: ApiOptions,
+    ) -> Result<Self, StoreError> {
+        let nodes = NodeCache::new(&store, conductor.fleet())?;
+        Ok(Self(Arc::new(Inner {
+            conductor,
+            store,
+            journal,
+            locks,
+            metrics,
+            options,
+            nodes,
+            pages: nodes::PageCache::default(),
+            calls: TaskTracker::new(),
+        })))
+    }
+
+    /// The nodes as of now.
+    pub fn index(&self) -> Arc<NodeIndex> {
+        self.nodes.index(self.conductor.fleet())
+    }
+
+    /// Wait for async passthru calls in flight, so their results are
+    /// recorded before the store closes.
+    pub async fn wait_for_calls(&self) {
+        self.calls.close();
+        self.calls.wait().await;
+    }
+
+    /// Count a passthru call by its status code and answer it.
+    fn finish_call(&self, scope: Scope, result: ApiResult<Response>) -> Response {
+        let response = result.unwrap_or_else(IntoResponse::into_response);
+        self.metrics
+            .passthru_call(scope, response.status().as_u16());
+        response
+    }
+}
+
+/// The whole API as one router.
+pub fn router(state: ApiState) -> Router {
+    let open = Router::new()
+        .route("/", get(version::root))
+        .route("/v1", get(version::v1))
+        .route("/v1/", get(version::v1))
+        .route("/healthz", get(healthz));
+    let mut reads = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/", get(nodes::list))
+        .route("/v1/nodes/detail", get(nodes_detail))
+        .route("/v1/nodes/{id}", get(nodes::show))
+        .route("/v1/nodes/{id}/states", get(nodes::states))
+        .route("/v1/nodes/{id}/states/{*change}", any(read_only))
+        .route("/v1/nodes/{id}/history", get(nodes::history))
+        .route(
+            "/v1/nodes/{id}/vendor_passthru/methods",
+            get(passthru::node_methods_list),
+        )
+        .route("/v1/drivers", get(drivers::list))
+        .route("/v1/drivers/", get(drivers::list))
+        .route("/v1/drivers/{name}", get(drivers::show))
+        .route("/v1/drivers/{name}/properties", get(drivers::properties))
+        .route(
+            "/v1/drivers/{name}/vendor_passthru/methods",
+            get(passthru::driver_methods_list),
+        );
+    let mut calls = Router::new()
+        .route("/v1/nodes/{id}/vendor_passthru", any(passthru::call))
+        .route(
+            "/v1/nodes/{id}/vendor_passthru/{method}",
+            any(passthru::call),
+        )
+        .route("/v1/drivers/{name}/vendor_passthru", any(passthru::call))
+        .route(
+            "/v1/drivers/{name}/vendor_passthru/{method}",
+            any(passthru::call),
+        );
+    if state.options.token.is_some() {
+        calls = calls.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        if state.options.token_reads {
+            reads = reads.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        }
+    }
+    let timeout = state.options.request_timeout;
+    let body_limit = state.options.body_limit;
+    open.merge(reads)
+        .merge(calls)
+        .fallback(not_found)
+        .method_not_allowed_fallback(read_only)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(version::headers))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(middleware::from_fn(log_request))
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then let requests
+/// in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// One line per request: verb, path, status, time. Never headers, bodies or
+/// query values other than the passthru method name.
+async fn log_request(request: Request, next: Next) -> Response {
+    if !tracing::enabled!(target: "rivet::api::request", tracing::Level::INFO) {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let verb = request.method().clone();
+    let path = request.uri().path().to_string();
+    let method = request.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "method")
+            .map(|(_, v)| v.into_owned())
+    });
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "rivet::api::request",
+        %verb,
+        %path,
+        passthru_method = method.as_deref().unwrap_or(""),
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// Equal without revealing where they differ through timing.
+fn same_token(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .map(str::trim);
+    }
+    headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.options.token else {
+        return next.run(request).await;
+    };
+    match presented_token(request.headers()) {
+        Some(given) if same_token(given, expected) => next.run(request).await,
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::PathNotFound
+}
+
+async fn read_only(request: Request) -> ApiError {
+    ApiError::ReadOnly {
+        method: request.method().to_string(),
+        path: request.uri().path().to_string(),
+    }
+}
+
+/// `GET /v1/nodes/detail`: Ironic's older spelling of `?detail=true`.
+async fn nodes_detail(
+    state: State<ApiState>,
+    base: version::BaseUrl,
+    axum::extract::Query(mut params): axum::extract::Query<
+        std::collections::BTreeMap<String, String>,
+    >,
+) -> ApiResult<Response> {
+    params.insert("detail".into(), "true".into());
+    nodes::list(state, base, axum::extract::Query(params)).await
+}
+
+/// `GET /healthz`: 200 when the store answers and the watcher runs, else 503.
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let store = Arc::clone(&state.store);
+    let store_check = tokio::task::spawn_blocking(move || store.node(""))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map(drop).map_err(|e| e.to_string()));
+    let watcher = state.conductor.watcher_alive();
+    let healthy = store_check.is_ok() && watcher;
+    let doc = json!({
+        "status": if healthy { "ok" } else { "unhealthy" },
+        "store": match &store_check { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
+        "watcher_alive": watcher,
+        "last_pass_age_seconds": state.conductor.last_pass().map(|t| t.elapsed().as_secs_f64()),
+        "declaration_problems": state.conductor.declaration_problems(),
+        "nodes": state.index().entries.len(),
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(doc)).into_response()
+}
+
+/// `GET /metrics`
+async fn metrics_text(State(state): State<ApiState>) -> Response {
+    let index = state.index();
+    let mut by_state: std::collections::BTreeMap<_, u64> =
+        metrics::ALL_STATES.iter().map(|s| (*s, 0)).collect();
+    let mut maintenance = 0;
+    for e in &index.entries {
+        *by_state.entry(e.provision_state()).or_default() += 1;
+        maintenance += u64::from(e.maintenance());
+    }
+    let text = state.metrics.render(&metrics::Gauges {
+        nodes_by_state: by_state,
+        maintenance,
+        watcher_alive: state.conductor.watcher_alive(),
+        last_pass_age: state.conductor.last_pass().map(|t| t.elapsed()),
+        declaration_problems: state.conductor.declaration_problems(),
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token("abc", "abc"));
+        assert!(!same_token("abc", "abd"));
+        assert!(!same_token("ab", "abc"));
+        assert!(!same_token("", "abc"));
+    }
+}

@@ -1,0 +1,414 @@
+//! `GET /v1/nodes[?detail=true]`, `GET /v1/nodes/{id}`, `…/states`,
+//! `…/history`: built from the node index, so a read costs a lookup and
+//! some string concatenation, not a scan or a store read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+use super::error::{ApiError, ApiResult};
+use super::index::{NodeEntry, NodeIndex};
+use super::version::{BaseUrl, links};
+use crate::model::fleet::Fleet;
+use crate::store::records::{Event, Outcome};
+
+/// Ironic's `max_limit`: the most nodes one page holds.
+pub const MAX_LIMIT: usize = 1000;
+
+/// A JSON body that is already text.
+pub fn json_text(text: String) -> Response {
+    json_bytes(Bytes::from(text))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn truthy(value: Option<&String>, param: &str) -> ApiResult<bool> {
+    match value.map(|s| s.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Ok(true),
+        Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => Ok(false),
+        Some(v) => Err(ApiError::BadParameter {
+            param: param.to_string(),
+            message: format!("`{v}` is not a boolean; use true or false"),
+        }),
+    }
+}
+
+fn node_links(out: &mut String, base: &str, uuid: &str) {
+    let _ = write!(
+        out,
+        r#","links":[{{"href":"{base}/v1/nodes/{uuid}","rel":"self"}},{{"href":"{base}/nodes/{uuid}","rel":"bookmark"}}]"#
+    );
+}
+
+/// The full node document for `GET /v1/nodes/{id}` and `?detail=true`.
+fn write_detail(out: &mut String, state: &ApiState, fleet: &Fleet, entry: &NodeEntry, base: &str) {
+    out.push_str(entry.detail_prefix(fleet));
+    // Who holds the node's lock is live state, never cached.
+    match state.locks.holder(&entry.name) {
+        Some(_) => {
+            let _ = write!(out, ",\"reservation\":{}", json!(fleet.conductor.host));
+        }
+        None => out.push_str(",\"reservation\":null"),
+    }
+    node_links(out, base, &entry.uuid);
+    let _ = write!(
+        out,
+        r#","states":[{{"href":"{base}/v1/nodes/{u}/states","rel":"self"}},{{"href":"{base}/nodes/{u}/states","rel":"bookmark"}}]}}"#,
+        u = entry.uuid
+    );
+}
+
+fn write_row(out: &mut String, entry: &NodeEntry, base: &str) {
+    out.push_str(entry.row_prefix());
+    node_links(out, base, &entry.uuid);
+    out.push('}');
+}
+
+/// Only the asked-for fields of the full document.
+fn selected(
+    state: &ApiState,
+    fleet: &Fleet,
+    entry: &NodeEntry,
+    fields: &[String],
+    base: &str,
+) -> Value {
+    let mut doc = entry.document(fleet);
+    doc.insert(
+        "reservation".into(),
+        json!(
+            state
+                .locks
+                .holder(&entry.name)
+                .map(|_| &fleet.conductor.host)
+        ),
+    );
+    let mut out: Map<String, Value> = fields
+        .iter()
+        .filter_map(|f| doc.remove(f).map(|v| (f.clone(), v)))
+        .collect();
+    out.insert(
+        "links".into(),
+        links(base, &format!("nodes/{}", entry.uuid)),
+    );
+    Value::Object(out)
+}
+
+/// Parse `fields=a,b`; every name must be a node field.
+fn parse_fields(
+    fleet: &Fleet,
+    index: &NodeIndex,
+    text: Option<&String>,
+) -> ApiResult<Option<Vec<String>>> {
+    let Some(text) = text else { return Ok(None) };
+    let fields: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
+    let known = known_fields(fleet, index);
+    let unknown: Vec<&str> = fields
+        .iter()
+        .filter(|f| !known.contains(f.as_str()) && f.as_str() != "reservation")
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::BadParameter {
+            param: "fields".into(),
+            message: format!("Field(s) \"{}\" are not valid", unknown.join(", ")),
+        });
+    }
+    Ok(Some(fields))
+}
+
+fn known_fields(fleet: &Fleet, index: &NodeIndex) -> std::collections::BTreeSet<String> {
+    match index.entries.first() {
+        Some(e) => e.document(fleet).keys().cloned().collect(),
+        None => Default::default(),
+    }
+}
+
+fn find<'a>(index: &'a NodeIndex, id: &str) -> ApiResult<&'a Arc<NodeEntry>> {
+    index
+        .find(id)
+        .ok_or_else(|| ApiError::NodeNotFound(id.to_string()))
+}
+
+/// Rendered list pages of one index version: the same page asked again
+/// (a dashboard polling) is answered without rendering. Only short rows are
+/// kept; detail pages carry the live lock holder.
+#[derive(Default)]
+pub struct PageCache {
+    pages: std::sync::Mutex<Option<Pages>>,
+}
+
+/// The index the pages were rendered from, and the pages by request.
+type Pages = (Arc<NodeIndex>, HashMap<String, Bytes>);
+
+/// Pages kept per index version.
+const MAX_PAGES: usize = 256;
+
+impl PageCache {
+    fn get(&self, index: &Arc<NodeIndex>, key: &str) -> Option<Bytes> {
+        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        match &*pages {
+            Some((at, pages)) if Arc::ptr_eq(at, index) => pages.get(key).cloned(),
+            _ => None,
+        }
+    }
+
+    fn put(&self, index: &Arc<NodeIndex>, key: String, page: Bytes) {
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *pages {
+            Some((at, pages)) if Arc::ptr_eq(at, index) => {
+                if pages.len() >= MAX_PAGES {
+                    pages.clear();
+                }
+                pages.insert(key, page);
+            }
+            _ => *pages = Some((Arc::clone(index), HashMap::from([(key, page)]))),
+        }
+    }
+}
+
+/// `GET /v1/nodes`
+pub async fn list(
+    State(state): State<ApiState>,
+    BaseUrl(base): BaseUrl,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    let index = state.index();
+    let cacheable = !params.contains_key("detail") && !params.contains_key("fields");
+    let key = cacheable.then(|| format!("{base} {params:?}"));
+    if let Some(page) = key.as_ref().and_then(|k| state.pages.get(&index, k)) {
+        return Ok(json_bytes(page));
+    }
+    let fleet = &index.fleet;
+    let detail = truthy(params.get("detail"), "detail")?;
+    let fields = parse_fields(fleet, &index, params.get("fields"))?;
+    if detail && fields.is_some() {
+        return Err(ApiError::BadParameter {
+            param: "fields".into(),
+            message: "Can not specify ?detail=True and fields in the same request.".into(),
+        });
+    }
+    let limit = match params.get("limit") {
+        None => MAX_LIMIT,
+        Some(text) => match text.parse::<i64>() {
+            Ok(0) => MAX_LIMIT,
+            Ok(n) if n > 0 => (n as usize).min(MAX_LIMIT),
+            _ => {
+                return Err(ApiError::BadParameter {
+                    param: "limit".into(),
+                    message: format!("`{text}`: Limit must be positive"),
+                });
+            }
+        },
+    };
+    let start = match params.get("marker") {
+        None => 0,
+        Some(m) => index
+            .position(m)
+            .map(|i| i + 1)
+            .ok_or_else(|| ApiError::BadParameter {
+                param: "marker".into(),
+                message: format!("no node `{m}` to continue after"),
+            })?,
+    };
+    let provision = params.get("provision_state");
+    let maintenance = match params.get("maintenance") {
+        Some(_) => Some(truthy(params.get("maintenance"), "maintenance")?),
+        None => None,
+    };
+    let driver = params.get("driver");
+    let matches = |e: &NodeEntry| {
+        provision.is_none_or(|p| e.provision_state().as_str() == p)
+            && maintenance.is_none_or(|m| e.maintenance() == m)
+            && driver.is_none_or(|d| e.driver(fleet) == d)
+    };
+
+    let mut out = String::with_capacity(64 + limit.min(index.entries.len()) * 320);
+    out.push_str("{\"nodes\":[");
+    let mut taken = 0;
+    let mut last: Option<&NodeEntry> = None;
+    let mut more = false;
+    for entry in index.entries[start.min(index.entries.len())..].iter() {
+        if !matches(entry) {
+            continue;
+        }
+        if taken == limit {
+            more = true;
+            break;
+        }
+        if taken > 0 {
+            out.push(',');
+        }
+        match &fields {
+            Some(f) => out.push_str(&selected(&state, fleet, entry, f, &base).to_string()),
+            None if detail => write_detail(&mut out, &state, fleet, entry, &base),
+            None => write_row(&mut out, entry, &base),
+        }
+        taken += 1;
+        last = Some(entry);
+    }
+    out.push(']');
+    if let (true, Some(last)) = (more, last) {
+        let mut query: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "limit")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        query.push(("limit".into(), limit.to_string()));
+        query.push(("marker".into(), last.uuid.clone()));
+        let encoded = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        let _ = write!(
+            out,
+            ",\"next\":{}",
+            json!(format!("{base}/v1/nodes?{encoded}"))
+        );
+    }
+    out.push('}');
+    let page = Bytes::from(out);
+    if let Some(key) = key {
+        state.pages.put(&index, key, page.clone());
+    }
+    Ok(json_bytes(page))
+}
+
+/// `GET /v1/nodes/{id}`
+pub async fn show(
+    State(state): State<ApiState>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    let index = state.index();
+    let entry = find(&index, &id)?;
+    if let Some(fields) = parse_fields(&index.fleet, &index, params.get("fields"))? {
+        return Ok(json_text(
+            selected(&state, &index.fleet, entry, &fields, &base).to_string(),
+        ));
+    }
+    let mut out = String::with_capacity(4096);
+    write_detail(&mut out, &state, &index.fleet, entry, &base);
+    Ok(json_text(out))
+}
+
+/// `GET /v1/nodes/{id}/states`
+pub async fn states(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let index = state.index();
+    let entry = find(&index, &id)?;
+    let doc = entry.document(&index.fleet);
+    let mut out = Map::new();
+    for key in [
+        "provision_state",
+        "target_provision_state",
+        "power_state",
+        "target_power_state",
+        "last_error",
+        "provision_updated_at",
+        "console_enabled",
+        "raid_config",
+        "target_raid_config",
+        "boot_mode",
+        "secure_boot",
+        "deploy_step",
+        "maintenance",
+        "fault",
+    ] {
+        out.insert(
+            key.to_string(),
+            doc.get(key).cloned().unwrap_or(Value::Null),
+        );
+    }
+    Ok(json_text(Value::Object(out).to_string()))
+}
+
+/// One history event in Ironic's shape, with rivet's own fields beside.
+fn history_item(host: &str, node_uuid: &str, e: &Event) -> Value {
+    let severity = match e.outcome {
+        Outcome::Failed => "ERROR",
+        _ => "INFO",
+    };
+    let mut text = format!("{} {}", e.action, outcome_word(e.outcome));
+    if let Some(d) = &e.detail {
+        text.push_str(": ");
+        text.push_str(d);
+    }
+    // Stable per event: derived from the node and the sequence number.
+    let uuid = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{node_uuid}/{}", e.seq).as_bytes(),
+    );
+    json!({
+        "uuid": uuid.to_string(),
+        "created_at": e.at,
+        "severity": severity,
+        "event": text,
+        "event_type": e.action,
+        "conductor": host,
+        "user": null,
+        "seq": e.seq,
+        "action": e.action,
+        "outcome": e.outcome,
+        "detail": e.detail,
+        "run_id": e.run_id,
+        "protocol": e.protocol,
+        "duration_ms": e.duration_ms,
+    })
+}
+
+fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Started => "started",
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::Resumed => "resumed",
+        Outcome::Noted => "noted",
+    }
+}
+
+/// `GET /v1/nodes/{id}/history[?limit=N]`: the node's last events, oldest first.
+pub async fn history(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    let index = state.index();
+    let entry = find(&index, &id)?;
+    let limit =
+        match params.get("limit") {
+            None => 100,
+            Some(t) => t.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::BadParameter {
+                    param: "limit".into(),
+                    message: format!("`{t}`: Limit must be positive"),
+                }
+            })?,
+        };
+    let store = Arc::clone(&state.store);
+    let name = entry.name.clone();
+    let events = tokio::task::spawn_blocking(move || store.node_history(&name, limit))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let host = &index.fleet.conductor.host;
+    let items: Vec<Value> = events
+        .iter()
+        .map(|e| history_item(host, &entry.uuid, e))
+        .collect();
+    Ok(json_text(json!({ "history": items }).to_string()))
+}
