@@ -32,12 +32,25 @@ pub fn plan_fleet(
     refresh: bool,
     store: Option<&crate::store::Store>,
 ) -> Result<(Fleet, Snapshot, Plan), PlanError> {
+    plan_loaded(load_valid(dir)?, refresh, store)
+}
+
+/// The declarations in `dir`, or their problems printed.
+pub fn load_valid(dir: &Path) -> Result<Fleet, PlanError> {
     let loaded = load(dir);
     if !loaded.is_valid() {
         print_problems(&loaded.problems);
         return Err(PlanError::Invalid(loaded.problems.len()));
     }
-    let fleet = loaded.fleet;
+    Ok(loaded.fleet)
+}
+
+/// Observe (and optionally refresh) and plan declarations already loaded.
+pub fn plan_loaded(
+    fleet: Fleet,
+    refresh: bool,
+    store: Option<&crate::store::Store>,
+) -> Result<(Fleet, Snapshot, Plan), PlanError> {
     let snapshot = match store {
         Some(store) => Snapshot::of(store)?,
         None => Snapshot::read(&fleet.conductor.state)?,
@@ -113,21 +126,20 @@ pub fn check_saved(path: &Path, current: &Plan) -> Result<(), PlanError> {
 }
 
 pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
+    let fleet = match load_valid(&args.dir) {
+        Ok(fleet) => fleet,
+        Err(e) => return Ok(fail(&e)),
+    };
     // Converging needs the state file for itself; a dry run only reads it.
     let store = if args.dry_run {
         None
     } else {
-        let loaded = load(&args.dir);
-        if !loaded.is_valid() {
-            print_problems(&loaded.problems);
-            return Ok(fail(&PlanError::Invalid(loaded.problems.len())));
-        }
-        match crate::store::Store::open(&loaded.fleet.conductor.state) {
+        match crate::store::Store::open(&fleet.conductor.state) {
             Ok(store) => Some(Arc::new(store)),
             Err(e) => return Ok(fail(&PlanError::Store(e))),
         }
     };
-    let (fleet, snapshot, plan) = match plan_fleet(&args.dir, args.refresh, store.as_deref()) {
+    let (fleet, snapshot, plan) = match plan_loaded(fleet, args.refresh, store.as_deref()) {
         Ok(p) => p,
         Err(e) => return Ok(fail(&e)),
     };
