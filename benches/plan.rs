@@ -7,6 +7,8 @@
 
 #[path = "common/fleetgen.rs"]
 mod fleetgen;
+#[path = "common/rss.rs"]
+mod rss;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -56,7 +58,7 @@ fn main() {
         println!(
             "{nodes:>6} nodes: load {load_ms:.1} ms + plan {plan_ms:.1} ms = {:.1} ms; `rivet reconcile --dry-run --format json` {wall:.1} ms wall, peak RSS {:.1} MB",
             load_ms + plan_ms,
-            peak_child_rss_kb() as f64 / 1024.0
+            rss::peak_child_rss_kb() as f64 / 1024.0
         );
         results.push((nodes, load_ms + plan_ms));
     }
@@ -64,15 +66,4 @@ fn main() {
         "growth 10k -> 100k: {:.1}x (linear would be 10x)",
         results[1].1 / results[0].1
     );
-}
-
-/// The largest peak RSS of any child so far (each run is larger than the last).
-fn peak_child_rss_kb() -> i64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a full rusage into the pointer it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    usage.ru_maxrss
 }

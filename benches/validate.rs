@@ -6,6 +6,8 @@
 
 #[path = "common/fleetgen.rs"]
 mod fleetgen;
+#[path = "common/rss.rs"]
+mod rss;
 
 use std::time::{Duration, Instant};
 
@@ -55,16 +57,6 @@ fn main() {
     println!(
         "`rivet validate` process: {:.1} ms wall, peak RSS {:.1} MB",
         wall.as_secs_f64() * 1e3,
-        peak_child_rss_kb() as f64 / 1024.0
+        rss::peak_child_rss_kb() as f64 / 1024.0
     );
-}
-
-fn peak_child_rss_kb() -> i64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a full rusage into the pointer it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    usage.ru_maxrss
 }

@@ -316,6 +316,19 @@ fn system_doc(power: &str) -> serde_json::Value {
     })
 }
 
+/// One power read through the registry, with the short fault timing.
+fn read_power(
+    fleet: &Fleet,
+    node: &rivet::model::node::Node,
+) -> Result<PowerState, rivet::driver::DriverError> {
+    rt().block_on(
+        registry(fleet, short())
+            .power(node)
+            .unwrap()
+            .get_power_state(node),
+    )
+}
+
 fn fault_node(server: &FaultServer) -> (TempFleet, Arc<Fleet>) {
     let dir = one_node(
         &format!(
@@ -366,14 +379,7 @@ fn a_garbage_body_is_an_error_not_a_crash() {
     });
     let (_dir, fleet) = fault_node(&server);
     let node = fleet.node("n1").unwrap();
-    let err = rt()
-        .block_on(
-            registry(&fleet, short())
-                .power(node)
-                .unwrap()
-                .get_power_state(node),
-        )
-        .unwrap_err();
+    let err = read_power(&fleet, node).unwrap_err();
     assert!(err.message.contains("not JSON"), "{err}");
 }
 
@@ -383,14 +389,7 @@ fn a_bmc_that_never_answers_times_out_and_a_closed_port_is_unreachable() {
     let (_dir, fleet) = fault_node(&server);
     let node = fleet.node("n1").unwrap();
     let started = Instant::now();
-    let err = rt()
-        .block_on(
-            registry(&fleet, short())
-                .power(node)
-                .unwrap()
-                .get_power_state(node),
-        )
-        .unwrap_err();
+    let err = read_power(&fleet, node).unwrap_err();
     assert!(
         err.is_retryable() && err.message.contains("did not answer in time"),
         "{err}"
@@ -400,14 +399,7 @@ fn a_bmc_that_never_answers_times_out_and_a_closed_port_is_unreachable() {
     let closed = one_node(&format!("redfish+http://127.0.0.1:{}", free_port()), "");
     let fleet = load(closed.path());
     let node = fleet.node("n1").unwrap();
-    let err = rt()
-        .block_on(
-            registry(&fleet, short())
-                .power(node)
-                .unwrap()
-                .get_power_state(node),
-        )
-        .unwrap_err();
+    let err = read_power(&fleet, node).unwrap_err();
     assert!(
         err.is_retryable() && err.message.contains("cannot be reached"),
         "{err}"
@@ -471,14 +463,7 @@ fn sessions_are_used_when_offered_and_renewed_after_a_401() {
     });
     let (_dir, fleet) = fault_node(&server);
     let node = fleet.node("n1").unwrap();
-    let state = rt()
-        .block_on(
-            registry(&fleet, short())
-                .power(node)
-                .unwrap()
-                .get_power_state(node),
-        )
-        .unwrap();
+    let state = read_power(&fleet, node).unwrap();
     assert_eq!(state, PowerState::On);
     assert_eq!(
         logins.load(std::sync::atomic::Ordering::SeqCst),
