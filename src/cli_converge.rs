@@ -18,14 +18,23 @@ use crate::model::fleet::Fleet;
 use crate::plan::Plan;
 use crate::reconcile::backoff::Backoff;
 use crate::reconcile::journal::Journal;
-use crate::reconcile::locks::LocalLocks;
+use crate::reconcile::locks::{LocalLocks, NodeLocks};
 use crate::reconcile::pass::{PassOptions, has_work, run_pass};
 use crate::reconcile::runner::NodeOutcome;
 use crate::reconcile::{Ctx, Progress, Stop};
 use crate::store::{Snapshot, Store};
 
-/// The shared context for converging `fleet` with `store`.
+/// The shared context for converging `fleet` with a fresh lock table.
 pub fn context(fleet: Arc<Fleet>, journal: Journal) -> Arc<Ctx> {
+    context_with_locks(fleet, journal, Arc::new(LocalLocks::default()))
+}
+
+/// The shared context, with the node locks others hold too.
+pub fn context_with_locks(
+    fleet: Arc<Fleet>,
+    journal: Journal,
+    locks: Arc<dyn NodeLocks>,
+) -> Arc<Ctx> {
     let bmcs = Arc::new(FakeBmcDir::beside(&fleet.conductor.state, false));
     Arc::new(Ctx {
         registry: Arc::new(
@@ -34,7 +43,7 @@ pub fn context(fleet: Arc<Fleet>, journal: Journal) -> Arc<Ctx> {
         ),
         fleet,
         journal,
-        locks: Arc::new(LocalLocks::default()),
+        locks,
         attempts: 3,
         retry: Backoff {
             base: Duration::from_millis(200),

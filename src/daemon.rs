@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::api::metrics::Metrics;
 use crate::api::{ApiOptions, ApiState};
-use crate::cli_converge::context;
+use crate::cli_converge::context_with_locks;
 use crate::model::fleet::{Fleet, load};
 use crate::plan::{self, Observed, declaration_digest};
 use crate::reconcile::backoff::Backoff;
@@ -52,17 +52,8 @@ impl Shared {
 
     /// A converge context over the declarations in force.
     pub fn ctx(&self) -> Arc<Ctx> {
-        let ctx = context(self.fleet(), self.journal.clone());
-        // Share one lock table between passes, power sync and the API.
-        Arc::new(Ctx {
-            fleet: Arc::clone(&ctx.fleet),
-            registry: Arc::clone(&ctx.registry),
-            journal: ctx.journal.clone(),
-            locks: Arc::clone(&self.locks),
-            attempts: ctx.attempts,
-            retry: ctx.retry,
-            power_timeout: ctx.power_timeout,
-        })
+        // One lock table for passes, power sync and the API.
+        context_with_locks(self.fleet(), self.journal.clone(), Arc::clone(&self.locks))
     }
 }
 
