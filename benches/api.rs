@@ -41,11 +41,7 @@ fn converged_store(dir: &std::path::Path) {
             let mut record = NodeRecord::enrolled(n.uuid.to_string(), &n.driver);
             record.provision_state = ProvisionState::Active;
             record.power_state = Some(PowerState::On);
-            record.interfaces = n
-                .interfaces
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.clone()))
-                .collect();
+            record.interfaces = (&n.interfaces).into();
             record.updated_at = Some("2026-01-01T00:00:00Z".into());
             Write::Node(n.name.clone(), record)
         })

@@ -170,6 +170,8 @@ pub async fn run(
                 }
                 Some(Event::PassDone(result)) => {
                     running = false;
+                    // Its per-node replan tokens are of no more use.
+                    stop = Stop::new(shutdown.clone());
                     shared.metrics.pass_finished(pass_started.elapsed());
                     match result {
                         Ok(pass) => {
@@ -495,6 +497,9 @@ pub async fn start_api(
     }
     tracing::info!(addr = %local, "HTTP API listening");
     let app = crate::api::router(state.clone());
+    let folding = state.clone();
+    let stop_folding = shutdown.clone();
+    tokio::spawn(async move { folding.keep_index_current(stop_folding).await });
     Ok(tokio::spawn(async move {
         if let Err(e) = crate::api::serve(listener, app, shutdown.cancelled_owned()).await {
             tracing::error!(error = %e, "the HTTP API stopped");

@@ -2,7 +2,10 @@
 //! types, target states, boot devices and modes, step argument info.
 //! Nothing here knows about files, spans or drivers.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -119,7 +122,7 @@ impl fmt::Display for InterfaceType {
 }
 
 /// A value for each interface type.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PerInterface<T>(pub [T; 13]);
 
 impl<T> PerInterface<T> {
@@ -137,6 +140,198 @@ impl<T> PerInterface<T> {
 
     pub fn from_fn(f: impl FnMut(InterfaceType) -> T) -> Self {
         Self(InterfaceType::ALL.map(f))
+    }
+}
+
+/// Values many records share, each kept once for the life of the process
+/// (there are few distinct ones: names and sets of names).
+struct Interner<T: ?Sized>(OnceLock<Mutex<HashSet<Arc<T>>>>);
+
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    fn intern(&self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        let mut known = self
+            .0
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = known.get(value) {
+            return Arc::clone(shared);
+        }
+        let shared = make();
+        known.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
+/// A short name many nodes share: a hardware type or an interface
+/// implementation (`redfish`, `pxe`, `no-vendor`, …). Interned, because a
+/// fleet has a few dozen distinct names and 14 of them on every node: each
+/// node holds shared pointers instead of its own copies (10,000 nodes keep
+/// ~6 MB less this way).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn new(text: &str) -> Self {
+        static NAMES: Interner<str> = Interner::new();
+        Self(NAMES.intern(text, || Arc::from(text)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(text: &str) -> Self {
+        Self::new(text)
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Name, E> {
+                Ok(Name::new(v))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+/// The implementation recorded for each interface type, where one is.
+/// Interned as a whole: nodes of one hardware type share one set, so a
+/// stored node record holds a pointer instead of 13 names (~2 KB less than
+/// a map of owned strings). Serialized as the map `{"boot": "pxe", …}`
+/// with only the recorded types.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceNames(Option<Arc<PerInterface<Option<Name>>>>);
+
+impl InterfaceNames {
+    fn interned(set: PerInterface<Option<Name>>) -> Self {
+        if set.0.iter().all(Option::is_none) {
+            return Self(None);
+        }
+        static SETS: Interner<PerInterface<Option<Name>>> = Interner::new();
+        Self(Some(SETS.intern(&set, || Arc::new(set.clone()))))
+    }
+
+    pub fn get(&self, kind: InterfaceType) -> Option<&Name> {
+        self.0.as_ref()?.get(kind).as_ref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (InterfaceType, &Name)> {
+        self.0
+            .iter()
+            .flat_map(|set| set.iter())
+            .filter_map(|(kind, name)| Some((kind, name.as_ref()?)))
+    }
+}
+
+impl From<&PerInterface<Name>> for InterfaceNames {
+    fn from(all: &PerInterface<Name>) -> Self {
+        Self::interned(PerInterface::from_fn(|kind| Some(all.get(kind).clone())))
+    }
+}
+
+impl Serialize for InterfaceNames {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter().map(|(kind, name)| (kind.as_str(), name)))
+    }
+}
+
+impl<'de> Deserialize<'de> for InterfaceNames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = InterfaceNames;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map from interface type to implementation")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<InterfaceNames, A::Error> {
+                let mut names = PerInterface::<Option<Name>>::default();
+                while let Some((KnownType(kind), name)) = map.next_entry::<KnownType, Name>()? {
+                    // A type this build does not know is not ours to keep.
+                    if let Some(kind) = kind {
+                        *names.get_mut(kind) = Some(name);
+                    }
+                }
+                Ok(InterfaceNames::interned(names))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A map key that may name an interface type, read without allocating.
+struct KnownType(Option<InterfaceType>);
+
+impl<'de> Deserialize<'de> for KnownType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = KnownType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an interface type")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KnownType, E> {
+                Ok(KnownType(InterfaceType::parse(v)))
+            }
+        }
+        d.deserialize_str(Visit)
     }
 }
 
@@ -327,5 +522,33 @@ mod tests {
             assert_eq!(kind as usize, i);
             assert_eq!(InterfaceType::parse(kind.as_str()), Some(kind));
         }
+    }
+
+    #[test]
+    fn equal_names_share_one_allocation() {
+        let a = Name::new("redfish-virtual-media");
+        let b: Name = serde_json::from_str("\"redfish-virtual-media\"").unwrap();
+        assert_eq!(a, b);
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert!(!Arc::ptr_eq(&a.0, &Name::new("redfish").0));
+    }
+
+    #[test]
+    fn interface_names_read_and_write_the_stored_map() {
+        let text = r#"{"boot":"pxe","power":"ipmitool","teleport":"x"}"#;
+        let names: InterfaceNames = serde_json::from_str(text).unwrap();
+        assert_eq!(names.get(InterfaceType::Boot).unwrap(), "pxe");
+        assert_eq!(names.get(InterfaceType::Power).unwrap(), "ipmitool");
+        assert_eq!(names.get(InterfaceType::Deploy), None);
+        // A type this build does not know is dropped, the rest kept in order.
+        assert_eq!(
+            serde_json::to_string(&names).unwrap(),
+            r#"{"boot":"pxe","power":"ipmitool"}"#
+        );
+        assert!(
+            serde_json::from_str::<InterfaceNames>("{}")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

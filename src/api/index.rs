@@ -49,13 +49,18 @@ impl NodeEntry {
         }
     }
 
-    pub fn declaration<'a>(&self, fleet: &'a Fleet) -> Option<&'a Node> {
+    pub fn declaration<'a>(&self, fleet: &'a Fleet) -> Option<&'a Arc<Node>> {
         self.decl.map(|i| &fleet.nodes[i])
     }
 
     /// The detail document as a JSON object (for `fields=` and the states view).
     pub fn document(&self, fleet: &Fleet) -> Map<String, Value> {
-        node_document(fleet, self.declaration(fleet), self.record.as_deref(), self)
+        node_document(
+            fleet,
+            self.declaration(fleet).map(|n| &**n),
+            self.record.as_deref(),
+            self,
+        )
     }
 
     /// The detail document, serialized, open at the end.
@@ -189,9 +194,6 @@ fn entry(
 struct Feed {
     pending: Mutex<HashMap<String, NodeRecord>>,
     dirty: AtomicBool,
-    /// Nodes declared when the cache started: their pending records need no
-    /// interfaces (the declaration has them), which halves what waits here.
-    declared: std::collections::HashSet<String>,
 }
 
 impl Feed {
@@ -199,26 +201,13 @@ impl Feed {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for w in writes {
             if let Write::Node(name, record) = w {
-                let mut record = record.clone();
-                if self.declared.contains(name) {
-                    record.interfaces = Default::default();
-                }
-                pending.insert(name.clone(), record);
+                pending.insert(name.clone(), record.clone());
             }
         }
         if !pending.is_empty() {
             self.dirty.store(true, Ordering::Release);
         }
     }
-}
-
-/// A record as the cache keeps it. A declared node's interfaces come from
-/// its declaration, so the record's copy is dropped: ~1 KB a node.
-fn cached(mut record: NodeRecord, fleet: &Fleet, name: &str) -> Arc<NodeRecord> {
-    if fleet.node(name).is_some() {
-        record.interfaces = Default::default();
-    }
-    Arc::new(record)
 }
 
 /// The index, kept current by the store's commit notifications.
@@ -232,19 +221,13 @@ pub struct NodeCache {
 impl NodeCache {
     /// Subscribe to the store's commits, then read its node records once.
     pub fn new(store: &Store, fleet: Arc<Fleet>) -> Result<Self, StoreError> {
-        let feed = Arc::new(Feed {
-            declared: fleet.nodes.iter().map(|n| n.name.clone()).collect(),
-            ..Feed::default()
-        });
+        let feed = Arc::new(Feed::default());
         let sink = Arc::clone(&feed);
         store.observe(move |writes| sink.push(writes));
         let records: HashMap<String, Arc<NodeRecord>> = store
             .nodes()?
             .into_iter()
-            .map(|(k, v)| {
-                let kept = cached(v, &fleet, &k);
-                (k, kept)
-            })
+            .map(|(k, v)| (k, Arc::new(v)))
             .collect();
         let index = NodeIndex::build(fleet, &records);
         Ok(Self {
@@ -275,7 +258,7 @@ impl NodeCache {
         }
         let mut changed = Vec::with_capacity(pending.len());
         for (name, record) in pending {
-            records.insert(name.clone(), cached(record, &fleet, &name));
+            records.insert(name.clone(), Arc::new(record));
             changed.push(name);
         }
         let known = changed.iter().all(|n| current.position(n).is_some());
@@ -372,7 +355,7 @@ fn node_document(
     for kind in InterfaceType::ALL {
         let name = match (node, record) {
             (Some(n), _) => Some(n.interfaces.get(kind).clone()),
-            (None, Some(r)) => r.interfaces.get(kind.as_str()).cloned(),
+            (None, Some(r)) => r.interfaces.get(kind).cloned(),
             (None, None) => None,
         };
         put(&kind.node_key(), json!(name));
@@ -441,7 +424,6 @@ fn node_document(
         "service_step",
         "driver_internal_info",
         "network_data",
-        "properties",
         "raid_config",
         "target_raid_config",
     ] {
@@ -477,5 +459,20 @@ fn node_document(
         put(key, json!(false));
     }
     put("conductor_group", json!(""));
+    put(
+        "properties",
+        Value::Object(record.map_or_else(Map::new, |r| ironic_properties(r.properties.to_map()))),
+    );
     doc
+}
+
+/// What inspection found, with Ironic's `memory_mb` beside rivet's
+/// `memory_gib` so scripts written against Ironic read the same key.
+fn ironic_properties(mut found: Map<String, Value>) -> Map<String, Value> {
+    if let Some(gib) = found.get("memory_gib").and_then(Value::as_u64)
+        && !found.contains_key("memory_mb")
+    {
+        found.insert("memory_mb".into(), json!(gib * 1024));
+    }
+    found
 }

@@ -167,6 +167,22 @@ impl ApiState {
         self.nodes.index(self.conductor.fleet())
     }
 
+    /// Fold committed node records into the index about once a second until
+    /// `shutdown`: a converge nobody reads during would otherwise leave a
+    /// second copy of every record it touched waiting in the cache.
+    pub async fn keep_index_current(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    self.index();
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }
+
     /// Wait for async passthru calls in flight, so their results are
     /// recorded before the store closes.
     pub async fn wait_for_calls(&self) {

@@ -153,7 +153,7 @@ fn driver_vendor<'a>(fleet: &'a Fleet, hw: &HardwareType) -> Option<&'a Interfac
 }
 
 /// The declared node a call is for.
-fn declared_node(state: &ApiState, id: &str) -> ApiResult<(Arc<Fleet>, Node)> {
+fn declared_node(state: &ApiState, id: &str) -> ApiResult<(Arc<Fleet>, Arc<Node>)> {
     let index = state.index();
     let entry = index
         .find(id)

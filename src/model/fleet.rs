@@ -24,6 +24,7 @@ use crate::config::raw::{
 };
 use crate::config::spanned::Sp;
 use crate::diag::{self, Loc, Problem, SourceFile, list};
+use crate::vocab::Name;
 
 /// `[conductor]` with defaults applied.
 #[derive(Debug, Clone)]
@@ -78,8 +79,9 @@ pub struct Fleet {
     pub catalog: Catalog,
     pub templates: Vec<DeployTemplate>,
     pub rollouts: Vec<Rollout>,
-    /// Valid nodes, sorted by name.
-    pub nodes: Vec<Node>,
+    /// Valid nodes, sorted by name; shared, so the work of a converge and
+    /// the API refer to them instead of copying them.
+    pub nodes: Vec<Arc<Node>>,
     pub files: Vec<Arc<SourceFile>>,
 }
 
@@ -88,7 +90,7 @@ impl Fleet {
         self.types.iter().find(|t| t.name == name)
     }
 
-    pub fn node(&self, name: &str) -> Option<&Node> {
+    pub fn node(&self, name: &str) -> Option<&Arc<Node>> {
         self.nodes
             .binary_search_by(|n| n.name.as_str().cmp(name))
             .ok()
@@ -851,12 +853,12 @@ impl Builder {
         hardware: &Hardware,
         rollouts: &[Rollout],
         templates: &[DeployTemplate],
-    ) -> Vec<Node> {
+    ) -> Vec<Arc<Node>> {
         let names: BTreeSet<&str> = decls.iter().map(|(_, d)| d.name.value().as_str()).collect();
         let mut by_name: HashMap<&str, Loc> = HashMap::new();
         let mut by_uuid: HashMap<Uuid, Loc> = HashMap::new();
-        let mut template_reported: BTreeSet<(String, usize, String)> = BTreeSet::new();
-        let mut out = Vec::new();
+        let mut template_reported: BTreeSet<(String, usize, Name)> = BTreeSet::new();
+        let mut out = Vec::with_capacity(decls.len());
         for (file, decl) in decls {
             let before = self.problems.len();
             let name = decl.name.value().as_str();
@@ -945,7 +947,7 @@ impl Builder {
             let node = Node {
                 name: name.to_string(),
                 uuid,
-                driver: hw.name.clone(),
+                driver: Name::new(&hw.name),
                 interfaces,
                 bmc,
                 traits,
@@ -976,7 +978,7 @@ impl Builder {
                 }
             }
             if steps_ok && self.problems.len() == before {
-                out.push(node);
+                out.push(Arc::new(node));
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1036,9 +1038,9 @@ impl Builder {
         decl: &NodeDecl,
         hw: &HardwareType,
         hardware: &Hardware,
-    ) -> Option<PerInterface<String>> {
+    ) -> Option<PerInterface<Name>> {
         let node = decl.name.value();
-        let mut result = PerInterface::<String>::default();
+        let mut result = PerInterface::<Option<Name>>::default();
         let mut ok = true;
         for kind in InterfaceType::ALL {
             let explicit = decl.interface(kind);
@@ -1086,7 +1088,7 @@ impl Builder {
                         self.push(problem);
                         ok = false;
                     } else {
-                        *result.get_mut(kind) = name;
+                        *result.get_mut(kind) = Some(Name::new(&name));
                     }
                 }
                 Err(err) => {
@@ -1096,7 +1098,14 @@ impl Builder {
                 }
             }
         }
-        ok.then_some(result)
+        ok.then(|| {
+            PerInterface::from_fn(|kind| {
+                result
+                    .get(kind)
+                    .clone()
+                    .expect("every interface type composed")
+            })
+        })
     }
 
     fn bmc(&mut self, file: &Arc<SourceFile>, decl: &NodeDecl, hw: &HardwareType) -> Option<Bmc> {

@@ -8,8 +8,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::diag::Loc;
-use crate::vocab::PerInterface;
 pub use crate::vocab::{BootDevice, BootMode, PowerTarget, ProvisionTarget};
+use crate::vocab::{Name, PerInterface};
 
 /// A value with the place it was declared.
 #[derive(Debug, Clone)]
@@ -112,9 +112,9 @@ pub struct StepRequest {
 pub struct Node {
     pub name: String,
     pub uuid: Uuid,
-    pub driver: String,
+    pub driver: Name,
     /// The composed implementation of every interface type.
-    pub interfaces: PerInterface<String>,
+    pub interfaces: PerInterface<Name>,
     pub bmc: Bmc,
     pub traits: Vec<String>,
     pub depends_on: Vec<Located<String>>,
@@ -131,7 +131,7 @@ impl Node {
     pub fn interface_map(&self) -> std::collections::BTreeMap<String, String> {
         self.interfaces
             .iter()
-            .map(|(kind, name)| (kind.as_str().to_string(), name.clone()))
+            .map(|(kind, name)| (kind.as_str().to_string(), name.to_string()))
             .collect()
     }
 }

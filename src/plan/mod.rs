@@ -415,7 +415,7 @@ fn plan_node(fleet: &Fleet, node: &Node, observed: Observed) -> Result<NodePlan,
     Ok(NodePlan {
         name: node.name.clone(),
         uuid: node.uuid.to_string(),
-        driver: node.driver.clone(),
+        driver: node.driver.to_string(),
         change,
         rollout: node.rollout.clone(),
         wave: None,

@@ -15,6 +15,7 @@ use crate::model::fleet::Fleet;
 use crate::plan::{Change, Plan, instance_fingerprint};
 use crate::store::records::{Event, NodeRecord, Outcome, RunRecord, RunStatus};
 use crate::store::{Snapshot, Write};
+use crate::vocab::InterfaceNames;
 
 /// What a pass did.
 #[derive(Debug, Clone)]
@@ -137,6 +138,7 @@ pub async fn run_pass(
     }
 
     let mut resumed = Vec::new();
+    works.reserve(plan.nodes.len());
     for node_plan in &plan.nodes {
         let Some(node) = fleet.node(&node_plan.name) else {
             continue;
@@ -151,7 +153,7 @@ pub async fn run_pass(
             .unwrap_or_else(|| NodeRecord::enrolled(node.uuid.to_string(), &node.driver));
         record.unmanaged = false;
         record.driver = node.driver.clone();
-        record.interfaces = node.interface_map();
+        record.interfaces = InterfaceNames::from(&node.interfaces);
         let journal = snapshot.journals.get(&node.name);
         let decoded: Option<Vec<Op>> = journal.and_then(|j| {
             j.ops

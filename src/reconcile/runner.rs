@@ -1,5 +1,6 @@
 //! One pass over one node: run its journaled operations in order.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -16,7 +17,7 @@ use crate::vocab::{InterfaceType, ProvisionState};
 /// Work for one node: its operations and where to start.
 #[derive(Debug, Clone)]
 pub struct NodeWork {
-    pub node: Node,
+    pub node: Arc<Node>,
     pub ops: Vec<Op>,
     /// Index of the first operation to run (after a crash: the one in flight).
     pub next: usize,
@@ -110,7 +111,7 @@ fn on_success(record: &mut NodeRecord, op: &Op, reading: Reading) {
     match reading {
         Reading::Power(state) => record.power_state = Some(state),
         Reading::Properties(serde_json::Value::Object(found)) => {
-            record.properties = found.into_iter().collect();
+            record.properties = crate::store::records::Properties::new(&found);
         }
         Reading::Properties(_) | Reading::Nothing => {}
     }

@@ -17,7 +17,7 @@ use tables::{HISTORY, JOURNALS, META, NODES, RUNS};
 pub const SCHEMA_VERSION: u64 = 1;
 
 /// Page cache of an open store.
-const CACHE_BYTES: usize = 8 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

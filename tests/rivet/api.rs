@@ -519,11 +519,23 @@ async fn node_documents_follow_the_store() {
     record.provision_state = rivet::vocab::ProvisionState::Active;
     record.power_state = Some(rivet::vocab::PowerState::On);
     record.last_error = Some("boom".into());
+    record.properties = rivet::store::records::Properties::new(
+        json!({"cpus": 8, "memory_gib": 64, "macs": ["52:54:00:00:00:01"]})
+            .as_object()
+            .unwrap(),
+    );
     api.shared.store.put_node("n2", &record).unwrap();
     let (_, n2) = api.get("/v1/nodes/n2").await;
     assert_eq!(n2["provision_state"], "active");
     assert_eq!(n2["power_state"], "power on");
     assert_eq!(n2["last_error"], "boom");
+    // What inspection found, with Ironic's memory_mb beside memory_gib.
+    assert_eq!(
+        n2["properties"],
+        json!({"cpus": 8, "memory_gib": 64, "memory_mb": 65536, "macs": ["52:54:00:00:00:01"]})
+    );
+    let (_, n1) = api.get("/v1/nodes/n1").await;
+    assert_eq!(n1["properties"], json!({}));
     let (_, active) = api.get("/v1/nodes?provision_state=active").await;
     assert_eq!(active["nodes"][0]["name"], "n2");
     // A recorded node no longer declared is still shown.

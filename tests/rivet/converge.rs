@@ -72,7 +72,8 @@ fn the_quickstart_converges_and_a_second_run_changes_nothing() {
         );
         assert_eq!(nodes["rack1-node01"].power_state, Some(PowerState::On));
         assert_eq!(
-            nodes["rack1-node01"].properties["cpus"], 2,
+            nodes["rack1-node01"].properties.to_map()["cpus"],
+            2,
             "inspected while managing"
         );
         assert!(

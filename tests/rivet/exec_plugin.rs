@@ -13,7 +13,7 @@ use crate::support::{TempFleet, root};
 fn node(dir: &Path) -> rivet::model::node::Node {
     let loaded = rivet::model::fleet::load(dir);
     assert!(loaded.is_valid(), "{:?}", loaded.problems);
-    loaded.fleet.nodes[0].clone()
+    (*loaded.fleet.nodes[0]).clone()
 }
 
 fn script(body: &str) -> (TempFleet, ExecPlugin) {

@@ -56,7 +56,7 @@ fn write_observed(dir: &Path, records: BTreeMap<String, serde_json::Value>) {
             value["deployed_instance"] = rivet::plan::instance_fingerprint(node).into();
         }
         value["uuid"] = node.uuid.to_string().into();
-        value["driver"] = node.driver.clone().into();
+        value["driver"] = node.driver.to_string().into();
         let record: NodeRecord = serde_json::from_value(value).unwrap();
         store.put_node(&name, &record).unwrap();
     }

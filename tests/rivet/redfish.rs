@@ -106,7 +106,7 @@ fn a_fleet_converges_on_sushy_and_the_emulator_agrees() {
     let store_check = Store::open(&fleet.path().join(".rivet/state.redb")).unwrap();
     let rf1 = store_check.node("rf1").unwrap().unwrap();
     assert_eq!(
-        rf1.properties["macs"],
+        rf1.properties.to_map()["macs"],
         json!([format!(
             "52:54:{:02x}:{:02x}:00:01",
             sushy.port >> 8,
