@@ -21,6 +21,8 @@ pub struct ExecPlugin {
     /// Relative program paths are resolved against the fleet directory.
     pub root: PathBuf,
     pub timeout: Duration,
+    /// Declared `needs_secrets = true`: the request carries `bmc.password`.
+    pub needs_secrets: bool,
 }
 
 /// Kills a plugin's whole process group when the call ends, so nothing it
@@ -37,7 +39,7 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// What a plugin sees of a node: never a secret.
+/// What a plugin sees of a node: no secret (see `ExecPlugin::call`).
 pub fn node_document(node: &Node) -> Value {
     json!({
         "name": node.name,
@@ -64,8 +66,17 @@ impl ExecPlugin {
     }
 
     /// Run `call` (e.g. `vendor.passthru`) and return the plugin's `ok` value.
+    /// A plugin that declared `needs_secrets` also gets the node's BMC
+    /// password as `node.bmc.password`, on its stdin only: never in its
+    /// arguments, environment, rivet's logs or errors.
     pub async fn call(&self, call: &str, node: &Node, args: Value) -> Result<Value, DriverError> {
-        self.request(call, node_document(node), args).await
+        let mut document = node_document(node);
+        if self.needs_secrets
+            && let Some(password) = super::secret::bmc_password(node, &self.root)?
+        {
+            document["bmc"]["password"] = Value::String(password);
+        }
+        self.request(call, document, args).await
     }
 
     /// Run a call that concerns no node (driver-level vendor passthru):

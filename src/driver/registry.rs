@@ -127,11 +127,14 @@ impl Registry {
     fn plugin(&self, imp: &InterfaceImpl) -> Option<ExecPlugin> {
         match &imp.support {
             Support::Exec {
-                command, timeout, ..
+                command,
+                timeout,
+                needs_secrets,
             } => Some(ExecPlugin {
                 command: command.clone(),
                 root: self.root.clone(),
                 timeout: *timeout,
+                needs_secrets: *needs_secrets,
             }),
             _ => None,
         }

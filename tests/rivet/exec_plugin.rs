@@ -30,6 +30,7 @@ fn script(body: &str) -> (TempFleet, ExecPlugin) {
         command: vec!["./plugin.sh".into()],
         root: fleet.path().to_path_buf(),
         timeout: Duration::from_millis(1500),
+        needs_secrets: false,
     };
     (fleet, plugin)
 }
@@ -57,6 +58,7 @@ fn the_example_plugin_answers_its_methods_and_steps() {
         ],
         root: fleet.path().to_path_buf(),
         timeout: Duration::from_secs(10),
+        needs_secrets: false,
     };
     let info = rt()
         .block_on(plugin.call(
@@ -167,5 +169,114 @@ fn a_plugin_that_does_not_answer_in_time_is_killed() {
             "the plugin process survived its timeout"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plugin that declares `needs_secrets` receives the BMC password on its
+/// stdin, through a real `rivet reconcile`; rivet's output, history and state
+/// file never hold it.
+#[test]
+fn a_plugin_that_needs_secrets_gets_the_password_and_nothing_else_does() {
+    let canary = "canary-Pa55word-4c1d";
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[hardware]\nenabled_hardware_types = [\"tooled\"]\nenabled_vendor_interfaces = [\"tools\", \"no-vendor\"]\n",
+        ),
+        (
+            "drivers/tools.toml",
+            r#"
+[[hardware_type]]
+name = "tooled"
+base = "fake-hardware"
+supported_vendor_interfaces = ["tools"]
+
+[[interface]]
+type = "vendor"
+name = "tools"
+exec = ["./plugin.sh"]
+needs_secrets = true
+
+[[interface.deploy_step]]
+step = "enroll_bmc_user"
+priority = 0
+"#,
+        ),
+        (
+            "nodes/n.toml",
+            r#"
+[[node]]
+name = "n1"
+driver = "tooled"
+bmc = { address = "fake://n1", username = "admin", password_env = "RIVET_TEST_PLUGIN_PASSWORD" }
+desired = { provision = "active", power = "on" }
+
+[[node.deploy_steps]]
+interface = "vendor"
+step = "enroll_bmc_user"
+priority = 50
+"#,
+        ),
+        (
+            "plugin.sh",
+            "#!/bin/sh\ncat > \"seen-$$.json\"\necho '{\"ok\": null}'\n",
+        ),
+    ]);
+    let script = fleet.path().join("plugin.sh");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rivet = |args: &[&str], node: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("rivet"))
+            .env("RIVET_TEST_PLUGIN_PASSWORD", canary)
+            .env("RIVET_LOG", "debug")
+            .args(args)
+            .arg(fleet.path())
+            .args(node)
+            .output()
+            .unwrap()
+    };
+    let converge = rivet(&["reconcile"], &[]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&converge.stdout),
+        String::from_utf8_lossy(&converge.stderr)
+    );
+    assert!(converge.status.success(), "{said}");
+    assert!(said.contains("vendor.enroll_bmc_user"), "{said}");
+
+    let requests: Vec<serde_json::Value> = std::fs::read_dir(fleet.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("seen-")
+        })
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    assert_eq!(requests.len(), 1, "one deploy step, one plugin call");
+    assert_eq!(requests[0]["call"], "vendor.deploy_step");
+    assert_eq!(requests[0]["node"]["bmc"]["username"], "admin");
+    assert_eq!(requests[0]["node"]["bmc"]["password"], canary);
+
+    let status = rivet(&["status", "--format", "json"], &["n1"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains("enroll_bmc_user"), "{shown}");
+    for (what, text) in [("output", said.as_str()), ("status", &*shown)] {
+        assert!(
+            !text.contains(canary),
+            "the password leaked into rivet's {what}"
+        );
+    }
+    for entry in walkdir::WalkDir::new(fleet.path().join(".rivet")) {
+        let path = entry.unwrap().into_path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "the password is in {}",
+                path.display()
+            );
+        }
     }
 }
