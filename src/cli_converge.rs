@@ -91,6 +91,8 @@ async fn converge_async(
     let mut converged = 0;
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut skipped: Vec<(String, String)> = Vec::new();
+    // Nodes whose history grew, for pruning at the end.
+    let mut touched: Vec<String> = Vec::new();
     // A pass that resumed a crashed run may leave work the new declarations
     // ask for: plan again until a pass resumes nothing.
     for round in 0..3 {
@@ -131,6 +133,10 @@ async fn converge_async(
             eprintln!("{name}: removed from the declarations; left as it is (unmanaged)");
         }
         converged += pass.report.converged.len();
+        touched.extend(pass.report.converged.iter().cloned());
+        touched.extend(pass.report.failed.iter().map(|(n, _)| n.clone()));
+        touched.extend(pass.report.stopped.iter().cloned());
+        touched.extend(pass.unmanaged.iter().cloned());
         failed.extend(pass.report.failed.clone());
         skipped.extend(pass.report.skipped.clone());
         if stop.shutdown.is_cancelled()
@@ -150,6 +156,15 @@ async fn converge_async(
         }
     }
     journal.close();
+    if let Some(keep) = fleet.conductor.history_max_entries {
+        touched.sort();
+        touched.dedup();
+        match store.prune_history(keep, Some(&touched)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, keep, "history pruned"),
+            Err(e) => eprintln!("warning: could not prune history: {e}"),
+        }
+    }
     drop(store);
     let elapsed = started.elapsed().as_secs_f64();
     if stop.shutdown.is_cancelled() {

@@ -136,6 +136,9 @@ pub async fn run(
     let mut sync_every = tokio::time::interval(shared.fleet().conductor.power_sync_interval);
     sync_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sync_every.tick().await;
+    // The first tick is at once: a daemon restarted on a long history prunes it.
+    let mut prune_every = tokio::time::interval(shared.fleet().conductor.history_cleanup_interval);
+    prune_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(dir = %shared.dir.display(), nodes = shared.fleet().nodes.len(), "daemon ready");
 
     loop {
@@ -204,6 +207,9 @@ pub async fn run(
                 Some(Event::Retry) => dirty = true,
                 None => break,
             },
+            _ = prune_every.tick() => {
+                tokio::spawn(prune_history(Arc::clone(&shared)));
+            }
             _ = sync_every.tick() => {
                 let report = power_sync::sweep(shared.ctx(), shared.fleet(), shared.fleet().conductor.power_sync_workers as usize).await;
                 log_sweep(&report);
@@ -223,6 +229,20 @@ pub async fn run(
     shared.watcher_alive.store(false, Ordering::SeqCst);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Remove every node's history beyond `history_max_entries`.
+async fn prune_history(shared: Arc<Shared>) {
+    let Some(keep) = shared.fleet().conductor.history_max_entries else {
+        return;
+    };
+    let store = Arc::clone(&shared.store);
+    match tokio::task::spawn_blocking(move || store.prune_history(keep, None)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(removed, keep, "history pruned"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not prune history"),
+        Err(e) => tracing::warn!(error = %e, "history pruning stopped"),
+    }
 }
 
 /// Hand memory freed by a pass or a reload back to the system: glibc keeps

@@ -64,6 +64,13 @@ pub struct ConductorDecl {
     pub ipmi_min_command_interval: Option<Sp<String>>,
     /// Require the token for reads too (every endpoint but `/`, `/v1` and `/healthz`). Default false.
     pub api_token_reads: Option<bool>,
+    /// History events kept per node; older ones are removed. Default 300, as
+    /// Ironic's `[conductor] node_history_max_entries`. `0` keeps every event.
+    pub history_max_entries: Option<u32>,
+    /// How often the daemon removes history beyond `history_max_entries`,
+    /// e.g. `1h`, `1d`. Default `1h`. (`rivet reconcile` prunes the nodes it
+    /// converged when it ends.)
+    pub history_cleanup_interval: Option<Sp<String>>,
 }
 
 /// `[hardware]`: which hardware types and interfaces are enabled, and the

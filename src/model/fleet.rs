@@ -41,6 +41,9 @@ pub struct Conductor {
     /// The shortest pause between two commands to one IPMI BMC.
     pub ipmi_min_command_interval: Duration,
     pub api_token_reads: bool,
+    /// Events kept per node; `None` keeps every event.
+    pub history_max_entries: Option<usize>,
+    pub history_cleanup_interval: Duration,
 }
 
 /// `[hardware]` resolved: what is enabled, and the defaults.
@@ -263,6 +266,12 @@ impl Builder {
             api_token_env: decl.api_token_env.clone(),
             ipmi_min_command_interval: Duration::from_secs(5),
             api_token_reads: decl.api_token_reads.unwrap_or(false),
+            history_max_entries: match decl.history_max_entries {
+                Some(0) => None,
+                Some(n) => Some(n as usize),
+                None => Some(300),
+            },
+            history_cleanup_interval: Duration::from_secs(3600),
         };
         // Only rivet.toml has a [conductor]; without the file there is nothing to check.
         let Some(file) = file else {
@@ -321,6 +330,20 @@ impl Builder {
                     .help("write a duration such as `120s` or `5m`"),
                 ),
                 Err(e) => self.push(not_a_duration(file, interval, &e, "`120s` or `5m`")),
+            }
+        }
+        if let Some(interval) = &decl.history_cleanup_interval {
+            match parse_duration(interval.value()) {
+                Ok(d) if !d.is_zero() => conductor.history_cleanup_interval = d,
+                Ok(_) => self.push(
+                    Problem::new(
+                        "rivet::conductor::duration",
+                        "`history_cleanup_interval` must be longer than zero",
+                    )
+                    .at(&loc(file, interval), "zero")
+                    .help("write a duration such as `1h` or `1d`; to keep every event, set `history_max_entries = 0`"),
+                ),
+                Err(e) => self.push(not_a_duration(file, interval, &e, "`1h` or `1d`")),
             }
         }
         if let Some(gap) = &decl.ipmi_min_command_interval {

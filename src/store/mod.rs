@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
 use records::{Event, JournalRecord, NodeRecord, RunRecord};
-use tables::{HISTORY, JOURNALS, META, NODES, RUNS};
+use tables::{HISTORY, JOURNALS, META, NODE_EVENTS, NODES, RUNS};
 
 /// The layout this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Page cache of an open store.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
@@ -53,10 +53,29 @@ fn migrate_to_1(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// Version 2 indexes history by node (`NODE_EVENTS`).
+fn migrate_to_2(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let history = txn.open_table(HISTORY)?;
+    let mut index = txn.open_table(NODE_EVENTS)?;
+    for entry in history.iter()? {
+        let (seq, value) = entry?;
+        // Only the node is needed; a record that does not parse is left out
+        // of the index rather than failing the upgrade.
+        #[derive(serde::Deserialize)]
+        struct Owner {
+            node: String,
+        }
+        if let Ok(owner) = serde_json::from_slice::<Owner>(value.value()) {
+            index.insert((owner.node.as_str(), seq.value()), ())?;
+        }
+    }
+    Ok(())
+}
+
 /// A numbered migration: brings the tables to its version.
 type Migration = fn(&redb::WriteTransaction) -> Result<(), redb::Error>;
 
-const MIGRATIONS: &[(u64, Migration)] = &[(1, migrate_to_1)];
+const MIGRATIONS: &[(u64, Migration)] = &[(1, migrate_to_1), (2, migrate_to_2)];
 
 /// One change to the store; a batch of them commits atomically.
 #[derive(Debug, Clone)]
@@ -164,6 +183,7 @@ impl Store {
             let mut nodes = txn.open_table(NODES).map_err(|e| self.err(e))?;
             let mut journals = txn.open_table(JOURNALS).map_err(|e| self.err(e))?;
             let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+            let mut index = txn.open_table(NODE_EVENTS).map_err(|e| self.err(e))?;
             let mut runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
             let mut seq = meta
                 .get("history_seq")
@@ -191,6 +211,9 @@ impl Store {
                         event.seq = seq;
                         history
                             .insert(seq, json(&event).as_slice())
+                            .map_err(|e| self.err(e))?;
+                        index
+                            .insert((event.node.as_str(), seq), ())
                             .map_err(|e| self.err(e))?;
                         seqs.push(seq);
                     }
@@ -263,6 +286,36 @@ impl Store {
         read_history_from(&self.db, &self.path, Some(node), limit)
     }
 
+    /// Remove each node's oldest events beyond the newest `keep` (`nodes`,
+    /// or every node with history). Returns how many were removed.
+    pub fn prune_history(&self, keep: usize, nodes: Option<&[String]>) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut removed = 0;
+        {
+            let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
+            let mut index = txn.open_table(NODE_EVENTS).map_err(|e| self.err(e))?;
+            let counts = event_counts(&index, nodes).map_err(|e| self.err(e))?;
+            for (node, count) in counts.into_iter().filter(|(_, c)| *c > keep) {
+                let excess: Vec<u64> = index
+                    .range((node.as_str(), 0)..=(node.as_str(), u64::MAX))
+                    .map_err(|e| self.err(e))?
+                    .take(count - keep)
+                    .map(|entry| entry.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.err(e))?;
+                for seq in excess {
+                    index
+                        .remove((node.as_str(), seq))
+                        .map_err(|e| self.err(e))?;
+                    history.remove(seq).map_err(|e| self.err(e))?;
+                    removed += 1;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(removed)
+    }
+
     pub fn runs(&self) -> Result<BTreeMap<u64, RunRecord>, StoreError> {
         let err = |e: redb::Error| StoreError::other(&self.path, e);
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
@@ -278,6 +331,37 @@ impl Store {
     }
 }
 
+/// How many events each node has in the index: the given nodes, or all.
+fn event_counts(
+    index: &impl ReadableTable<(&'static str, u64), ()>,
+    nodes: Option<&[String]>,
+) -> Result<BTreeMap<String, usize>, redb::Error> {
+    let mut counts = BTreeMap::new();
+    match nodes {
+        Some(nodes) => {
+            for node in nodes {
+                let n = index
+                    .range((node.as_str(), 0)..=(node.as_str(), u64::MAX))?
+                    .count();
+                counts.insert(node.clone(), n);
+            }
+        }
+        None => {
+            for entry in index.iter()? {
+                let (key, _) = entry?;
+                let node = key.value().0;
+                match counts.get_mut(node) {
+                    Some(n) => *n += 1,
+                    None => {
+                        counts.insert(node.to_string(), 1);
+                    }
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
 fn read_history_from(
     db: &impl ReadableDatabase,
     path: &Path,
@@ -291,6 +375,33 @@ fn read_history_from(
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(e) => return Err(err(e.into())),
     };
+    let decode = |bytes: &[u8]| -> Result<Event, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::other(path, e))
+    };
+    // One node's events through the index; a state file from before it
+    // (read without upgrading it) falls back to the scan below.
+    if let Some(node) = node {
+        match txn.open_table(NODE_EVENTS) {
+            Ok(index) => {
+                let mut out = Vec::new();
+                let newest_first = index
+                    .range((node, 0)..=(node, u64::MAX))
+                    .map_err(|e| err(e.into()))?
+                    .rev()
+                    .take(limit);
+                for entry in newest_first {
+                    let (key, _) = entry.map_err(|e| err(e.into()))?;
+                    if let Some(v) = table.get(key.value().1).map_err(|e| err(e.into()))? {
+                        out.push(decode(v.value())?);
+                    }
+                }
+                out.reverse();
+                return Ok(out);
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(err(e.into())),
+        }
+    }
     let mut out = Vec::new();
     // Newest first, so a per-node limit stops early.
     for entry in table.iter().map_err(|e| err(e.into()))?.rev() {
@@ -434,6 +545,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     #[test]
     fn a_second_open_of_the_same_file_is_refused_at_once() {
@@ -506,5 +618,87 @@ mod tests {
             .collect();
         assert_eq!(a, [1, 3]);
         assert_eq!(store.node_history("a", 1).unwrap()[0].seq, 3);
+    }
+
+    fn event(node: &str, action: &str) -> Event {
+        Event::note(
+            node,
+            action,
+            records::Outcome::Noted,
+            "",
+            "2026-01-01T00:00:00Z".into(),
+        )
+    }
+
+    fn actions(events: Vec<Event>) -> Vec<String> {
+        events.into_iter().map(|e| e.action).collect()
+    }
+
+    #[test]
+    fn pruning_keeps_each_nodes_newest_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        for i in 0..6 {
+            store
+                .apply(&[
+                    Write::Event(event("a", &format!("a{i}"))),
+                    Write::Event(event("b", &format!("b{i}"))),
+                ])
+                .unwrap();
+        }
+        store.apply(&[Write::Event(event("c", "c0"))]).unwrap();
+        // Only the named nodes.
+        assert_eq!(store.prune_history(4, Some(&["a".into()])).unwrap(), 2);
+        assert_eq!(
+            actions(store.node_history("a", 100).unwrap()),
+            ["a2", "a3", "a4", "a5"]
+        );
+        assert_eq!(store.node_history("b", 100).unwrap().len(), 6);
+        // Every node; one under the limit keeps all it has.
+        assert_eq!(store.prune_history(2, None).unwrap(), 2 + 4);
+        assert_eq!(actions(store.node_history("a", 100).unwrap()), ["a4", "a5"]);
+        assert_eq!(actions(store.node_history("b", 100).unwrap()), ["b4", "b5"]);
+        assert_eq!(actions(store.node_history("c", 100).unwrap()), ["c0"]);
+        assert_eq!(store.history().unwrap().len(), 5);
+        assert_eq!(store.prune_history(2, None).unwrap(), 0);
+        // Numbering goes on after the newest, never reusing a removed number.
+        let next = store.apply(&[Write::Event(event("a", "a6"))]).unwrap();
+        assert_eq!(next, [14]);
+    }
+
+    #[test]
+    fn a_version_1_state_file_gets_its_history_indexed_by_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            // The layout version 1 wrote: history without the node index.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            migrate_to_1(&txn).unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("schema_version", 1).unwrap();
+                meta.insert("history_seq", 3).unwrap();
+                let mut history = txn.open_table(HISTORY).unwrap();
+                for (seq, node) in [(1, "a"), (2, "b"), (3, "a")] {
+                    let mut e = event(node, &format!("{node}{seq}"));
+                    e.seq = seq;
+                    history.insert(seq, json(&e).as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        // Reading without upgrading falls back to scanning.
+        assert_eq!(
+            actions(read_history(&path, Some("a"), 10).unwrap()),
+            ["a1", "a3"]
+        );
+        let store = Store::open(&path).unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let index = txn.open_table(NODE_EVENTS).unwrap();
+        assert_eq!(ReadableTableMetadata::len(&index).unwrap(), 3);
+        assert_eq!(actions(store.node_history("a", 10).unwrap()), ["a1", "a3"]);
+        assert_eq!(store.prune_history(1, None).unwrap(), 1);
+        assert_eq!(actions(store.node_history("a", 10).unwrap()), ["a3"]);
     }
 }

@@ -22,8 +22,15 @@ pub const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 pub const JOURNALS: TableDefinition<&str, &[u8]> = TableDefinition::new("journals");
 
 /// Append-only history of everything done to nodes. Key: global sequence
-/// number (1, 2, 3 … without gaps). Value: JSON [`super::records::Event`].
+/// number (1, 2, 3 …, handed out without gaps; a node's oldest events
+/// beyond `history_max_entries` are removed by pruning). Value: JSON
+/// [`super::records::Event`].
 pub const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+
+/// `HISTORY` by node, so one node's events are read and pruned without
+/// scanning everyone's (schema version 2). Key: (node name, sequence
+/// number). Value: nothing. Written in the same transaction as the event.
+pub const NODE_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("node_events");
 
 /// Converge runs. Key: run id. Value: JSON [`super::records::RunRecord`].
 pub const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");

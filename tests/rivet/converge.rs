@@ -342,3 +342,29 @@ fn removing_a_node_leaves_it_unmanaged_and_as_it_is() {
     let status = run(&dir, &["status"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("manageable*"));
 }
+
+#[test]
+fn reconcile_prunes_the_history_of_the_nodes_it_converged() {
+    let fleet = TempFleet::new(&[
+        ("rivet.toml", "[conductor]\nhistory_max_entries = 3\n"),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"active\", power = \"on\" }\n",
+        ),
+    ]);
+    let out = run(fleet.path(), &["reconcile"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = store_of(fleet.path());
+    let actions: Vec<String> = store
+        .node_history("n1", 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    assert_eq!(actions.last().map(String::as_str), Some("deploy done"));
+}

@@ -427,3 +427,29 @@ fn an_abortable_step_is_interrupted_by_an_edit_and_by_shutdown() {
             .any(|l| l.trim() == "sleep 59.0417")
     });
 }
+
+#[test]
+fn history_is_pruned_to_the_newest_events_of_each_node() {
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\nhistory_max_entries = 4\nhistory_cleanup_interval = \"200ms\"\n",
+        ),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"active\", power = \"on\" }\n",
+        ),
+    ]);
+    let dir = fleet.path();
+    let daemon = Daemon::start(dir);
+    daemon.wait_for("the first pass", has("converge pass done"));
+    daemon.wait_for("pruning", has("history pruned"));
+    daemon.stop();
+    let store = Store::open(&dir.join(".rivet/state.redb")).unwrap();
+    let history = store.node_history("n1", 100).unwrap();
+    let actions: Vec<&str> = history.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(history.len(), 4, "{actions:?}");
+    // The newest are kept: the deploy's end is the last event.
+    assert_eq!(actions.last(), Some(&"deploy done"), "{actions:?}");
+    assert!(history.windows(2).all(|w| w[0].seq < w[1].seq));
+}
