@@ -243,6 +243,8 @@ async fn prune_history(shared: Arc<Shared>) {
         Ok(Err(e)) => tracing::warn!(error = %e, "could not prune history"),
         Err(e) => tracing::warn!(error = %e, "history pruning stopped"),
     }
+    // Reading the whole node index leaves freed pages behind.
+    release_memory();
 }
 
 /// Hand memory freed by a pass or a reload back to the system: glibc keeps
