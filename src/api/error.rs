@@ -35,6 +35,9 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("Invalid value for {param}: {message}")]
     BadParameter { param: String, message: String },
+    /// Ironic's own wording for a query it refuses (sorting).
+    #[error("{0}")]
+    BadQuery(String),
     #[error(
         "Invalid value for X-OpenStack-Ironic-API-Version header: {0}. Write MAJOR.MINOR, e.g. 1.115, or latest."
     )]
@@ -94,6 +97,7 @@ impl ApiError {
             | MissingArgument { .. }
             | BadBody(_)
             | BadParameter { .. }
+            | BadQuery(_)
             | BadVersionHeader(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             VersionNotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,

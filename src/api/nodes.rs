@@ -216,11 +216,17 @@ pub async fn list(
             }
         },
     };
+    // Positions into `index.entries` in the asked order; None: by name.
+    let order = sort_order(&index, params.get("sort_key"), params.get("sort_dir"))?;
+    let at = |i: usize| order.as_ref().map_or(i, |o| o[i]);
     let start = match params.get("marker") {
         None => 0,
         Some(m) => index
             .position(m)
-            .map(|i| i + 1)
+            .map(|p| match &order {
+                Some(o) => o.iter().position(|&i| i == p).expect("a permutation") + 1,
+                None => p + 1,
+            })
             .ok_or_else(|| ApiError::BadParameter {
                 param: "marker".into(),
                 message: format!("no node `{m}` to continue after"),
@@ -243,7 +249,9 @@ pub async fn list(
     let mut taken = 0;
     let mut last: Option<&NodeEntry> = None;
     let mut more = false;
-    for entry in index.entries[start.min(index.entries.len())..].iter() {
+    for entry in
+        (start.min(index.entries.len())..index.entries.len()).map(|i| &index.entries[at(i)])
+    {
         if !matches(entry) {
             continue;
         }
@@ -286,6 +294,74 @@ pub async fn list(
         state.pages.put(&index, key, page.clone());
     }
     Ok(json_bytes(page))
+}
+
+/// The fields nodes can be sorted by (Ironic's `sort_key`); `id` is
+/// Ironic's default, which rivet (having no database ids) takes as the name.
+const SORT_KEYS: [&str; 8] = [
+    "id",
+    "name",
+    "uuid",
+    "driver",
+    "provision_state",
+    "power_state",
+    "maintenance",
+    "updated_at",
+];
+
+/// The order `sort_key`/`sort_dir` ask for, as positions into the entries
+/// (which are by name); None when that is by name, ascending. Ties keep
+/// name order.
+fn sort_order(
+    index: &NodeIndex,
+    key: Option<&String>,
+    dir: Option<&String>,
+) -> ApiResult<Option<Vec<usize>>> {
+    let descending = match dir.map(String::as_str) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::BadQuery(format!(
+                "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
+            )));
+        }
+    };
+    let key = key.map_or("name", String::as_str);
+    if !SORT_KEYS.contains(&key) {
+        return Err(ApiError::BadQuery(format!(
+            "The sort_key value \"{key}\" is an invalid field for sorting; valid: {}",
+            SORT_KEYS.join(", ")
+        )));
+    }
+    let by_name = matches!(key, "id" | "name");
+    if by_name && !descending {
+        return Ok(None);
+    }
+    let fleet = &index.fleet;
+    let value = |e: &NodeEntry| -> Option<String> {
+        let record = e.record.as_deref();
+        match key {
+            "uuid" => Some(e.uuid.clone()),
+            "driver" => Some(e.driver(fleet).to_string()),
+            "provision_state" => Some(e.provision_state().as_str().to_string()),
+            "power_state" => record
+                .and_then(|r| r.power_state)
+                .map(|p| p.as_str().to_string()),
+            "maintenance" => Some(e.maintenance().to_string()),
+            "updated_at" => record.and_then(|r| r.updated_at.clone()),
+            _ => None,
+        }
+    };
+    let mut order: Vec<usize> = (0..index.entries.len()).collect();
+    if !by_name {
+        let keys: Vec<Option<String>> = index.entries.iter().map(|e| value(e)).collect();
+        // Stable: equal keys stay in name order.
+        order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    }
+    if descending {
+        order.reverse();
+    }
+    Ok(Some(order))
 }
 
 /// `GET /v1/nodes/{id}`

@@ -340,6 +340,74 @@ async fn nodes_list_pages_filters_and_shows_by_name_or_uuid() {
     assert_eq!(fault(&body), "Node no-such-node could not be found.");
 }
 
+fn names(list: &Value) -> Vec<String> {
+    list["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn nodes_sort_by_ironic_sort_keys_across_pages() {
+    let api = Api::new();
+    let (_, desc) = api.get("/v1/nodes?sort_key=name&sort_dir=desc").await;
+    assert_eq!(names(&desc), ["r1", "n2", "n1"]);
+    // By UUID, one node a page, following `next`: every node once, in order.
+    let (_, all) = api.get("/v1/nodes?fields=name,uuid").await;
+    let mut expected: Vec<(String, String)> = all["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["uuid"].as_str().unwrap().into(),
+                n["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut uri = "/v1/nodes?sort_key=uuid&limit=1".to_string();
+    loop {
+        let (status, page) = api.get(&uri).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(names(&page));
+        match page["next"].as_str() {
+            Some(next) => uri = next[next.find("/v1/").unwrap()..].to_string(),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = expected.into_iter().map(|(_, n)| n).collect();
+    assert_eq!(seen, expected);
+    // Equal keys keep name order.
+    let mut record = rivet::store::records::NodeRecord::enrolled("u", "fake-hardware");
+    record.provision_state = rivet::vocab::ProvisionState::Active;
+    api.shared.store.put_node("n1", &record).unwrap();
+    let (_, by_state) = api.get("/v1/nodes?sort_key=provision_state").await;
+    assert_eq!(names(&by_state), ["n1", "n2", "r1"]);
+    let (_, by_state) = api
+        .get("/v1/nodes?sort_key=provision_state&sort_dir=desc")
+        .await;
+    assert_eq!(names(&by_state), ["r1", "n2", "n1"]);
+    let (_, by_driver) = api.get("/v1/nodes?sort_key=driver&sort_dir=desc").await;
+    assert_eq!(names(&by_driver), ["r1", "n2", "n1"]);
+
+    let (status, body) = api.raw("/v1/nodes?sort_key=colour").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        fault(&body).starts_with("The sort_key value \"colour\" is an invalid field for sorting"),
+        "{body}"
+    );
+    let (status, body) = api.raw("/v1/nodes?sort_dir=up").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        fault(&body),
+        "Invalid sort direction: up. Acceptable values are 'asc' or 'desc'"
+    );
+}
+
 #[tokio::test]
 async fn drivers_as_rivet_driver_shows_them_with_links() {
     let api = Api::new();

@@ -127,6 +127,20 @@ async fn the_baremetal_client_works_against_a_live_daemon() {
         "{list}"
     );
 
+    // The client's --sort becomes sort_key/sort_dir.
+    let sorted: Value =
+        serde_json::from_str(&cli.ok(&["node", "list", "--sort", "name:desc", "-f", "json"]))
+            .unwrap();
+    let order: Vec<&str> = sorted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap_or_else(|| panic!("{sorted}")))
+        .collect();
+    let mut expected = order.clone();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    assert!(order.len() > 1 && order == expected, "{order:?}");
+
     let show: Value = serde_json::from_str(&cli.ok(&["node", "show", "n1", "-f", "json"])).unwrap();
     assert_eq!(show["name"], "n1");
     assert_eq!(show["provision_state"], "active");
