@@ -248,6 +248,30 @@ impl Builder {
         self.problems.push(problem);
     }
 
+    /// A `[conductor]` duration that must not be zero; a problem otherwise.
+    fn positive_duration(
+        &mut self,
+        file: &Arc<SourceFile>,
+        value: &Sp<String>,
+        key: &str,
+        examples: &str,
+        zero_help: &str,
+    ) -> Option<Duration> {
+        match parse_duration(value.value()) {
+            Ok(d) if !d.is_zero() => return Some(d),
+            Ok(_) => self.push(
+                Problem::new(
+                    "rivet::conductor::duration",
+                    format!("`{key}` must be longer than zero"),
+                )
+                .at(&loc(file, value), "zero")
+                .help(format!("write a duration such as {examples}{zero_help}")),
+            ),
+            Err(e) => self.push(not_a_duration(file, value, &e, examples)),
+        }
+        None
+    }
+
     fn conductor(
         &mut self,
         file: Option<&Arc<SourceFile>>,
@@ -318,33 +342,22 @@ impl Builder {
                 conductor.power_sync_workers = *n.value();
             }
         }
-        if let Some(interval) = &decl.power_sync_interval {
-            match parse_duration(interval.value()) {
-                Ok(d) if !d.is_zero() => conductor.power_sync_interval = d,
-                Ok(_) => self.push(
-                    Problem::new(
-                        "rivet::conductor::duration",
-                        "`power_sync_interval` must be longer than zero",
-                    )
-                    .at(&loc(file, interval), "zero")
-                    .help("write a duration such as `120s` or `5m`"),
-                ),
-                Err(e) => self.push(not_a_duration(file, interval, &e, "`120s` or `5m`")),
-            }
+        if let Some(interval) = &decl.power_sync_interval
+            && let Some(d) =
+                self.positive_duration(file, interval, "power_sync_interval", "`120s` or `5m`", "")
+        {
+            conductor.power_sync_interval = d;
         }
-        if let Some(interval) = &decl.history_cleanup_interval {
-            match parse_duration(interval.value()) {
-                Ok(d) if !d.is_zero() => conductor.history_cleanup_interval = d,
-                Ok(_) => self.push(
-                    Problem::new(
-                        "rivet::conductor::duration",
-                        "`history_cleanup_interval` must be longer than zero",
-                    )
-                    .at(&loc(file, interval), "zero")
-                    .help("write a duration such as `1h` or `1d`; to keep every event, set `history_max_entries = 0`"),
-                ),
-                Err(e) => self.push(not_a_duration(file, interval, &e, "`1h` or `1d`")),
-            }
+        if let Some(interval) = &decl.history_cleanup_interval
+            && let Some(d) = self.positive_duration(
+                file,
+                interval,
+                "history_cleanup_interval",
+                "`1h` or `1d`",
+                "; to keep every event, set `history_max_entries = 0`",
+            )
+        {
+            conductor.history_cleanup_interval = d;
         }
         if let Some(gap) = &decl.ipmi_min_command_interval {
             // Zero is allowed: it turns the pause off for BMCs that keep up.
