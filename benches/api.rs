@@ -7,13 +7,15 @@
 //! `cargo bench --bench api`; `WRK_THREADS`, `WRK_CONNECTIONS` and
 //! `WRK_SECONDS` tune the load (defaults 1, 16, 10).
 
+#[path = "../tests/common/daemon_process.rs"]
+mod daemon_process;
 #[path = "common/fleetgen.rs"]
 mod fleetgen;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use daemon_process::DaemonProcess;
 use rivet::store::records::NodeRecord;
 use rivet::store::{Store, Write};
 use rivet::vocab::{PowerState, ProvisionState};
@@ -103,34 +105,19 @@ fn main() {
     converged_store(dir.path());
 
     let started = Instant::now();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_rivet"))
-        .args(["--log-format", "json", "daemon", "--http", "127.0.0.1:0"])
-        .arg(dir.path())
-        .env("RIVET_LOG", "warn,rivet::daemon=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(daemon.stderr.take().unwrap()).lines();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let doc: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if doc["fields"]["message"] == "HTTP API listening" {
-            addr = doc["fields"]["addr"].as_str().map(str::to_string);
-        }
-        if doc["fields"]["message"] == "daemon ready" {
-            break;
-        }
-    }
-    // Keep draining stderr so the daemon never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    let addr = addr.expect("the daemon logs its API address");
+    // Request logs (info) are left out: only warnings and the daemon's own lines.
+    let daemon = DaemonProcess::start(
+        dir.path(),
+        "warn,rivet::daemon=info",
+        &[],
+        Duration::from_secs(120),
+    );
+    let addr = daemon.http_addr();
     println!(
         "daemon with {NODES} nodes ready in {:.2} s on {addr}",
         started.elapsed().as_secs_f64()
     );
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", daemon.id()))
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id()))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -181,12 +168,5 @@ fn main() {
             println!("  warning: some answers were not 2xx:\n{text}");
         }
     }
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(daemon.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while daemon.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.stop();
 }

@@ -8,12 +8,15 @@
 //!
 //! `cargo bench --bench converge [-- converge|sweep|rss|latency]`
 
+#[path = "../tests/common/daemon_process.rs"]
+mod daemon_process;
 #[path = "common/fleetgen.rs"]
 mod fleetgen;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+use daemon_process::DaemonProcess;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,94 +127,40 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Start a daemon with JSON logs; returns it and a channel of its log lines.
-fn daemon(
-    dir: &Path,
-) -> (
-    std::process::Child,
-    std::sync::mpsc::Receiver<(Instant, String)>,
-) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rivet"))
-        .args(["--log-format", "json", "daemon", "--http", "127.0.0.1:0"])
-        .arg(dir)
-        .env("RIVET_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send((Instant::now(), line));
-        }
-    });
-    (child, rx)
-}
-
-fn wait_line(
-    rx: &std::sync::mpsc::Receiver<(Instant, String)>,
-    needle: &str,
-    limit: Duration,
-) -> Instant {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (at, line) = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no `{needle}` within {limit:?}"));
-        if std::env::var_os("RIVET_BENCH_DEBUG").is_some()
-            && !line.contains("operation done")
-            && !line.contains("converging node")
-        {
-            eprintln!("  {}", &line[..line.len().min(300)]);
-        }
-        if line.contains(needle) {
-            return at;
-        }
-    }
-}
-
-fn stop(mut child: std::process::Child) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    child.wait().unwrap();
+fn message(text: &'static str) -> impl Fn(&str) -> bool {
+    move |l: &str| l.contains(&format!("\"message\":\"{text}\""))
 }
 
 fn daemon_rss_10000() {
     let dir = tempfile::tempdir().unwrap();
     fleet(dir.path(), 10_000, 0, "0ms");
     let start = Instant::now();
-    let (child, rx) = daemon(dir.path());
-    wait_line(
-        &rx,
-        "\"message\":\"converge pass done\"",
+    let daemon = DaemonProcess::start(dir.path(), "info", &[], Duration::from_secs(120));
+    daemon.wait_for(
+        "the first converge",
+        message("converge pass done"),
         Duration::from_secs(600),
     );
     let converge = start.elapsed().as_secs_f64();
+    // Idle: nothing is pending; the reading waits for memory handed back.
     std::thread::sleep(Duration::from_secs(2));
-    let (rss, hwm) = (rss_kb(child.id(), "VmRSS:"), rss_kb(child.id(), "VmHWM:"));
+    let pid = daemon.child.id();
     println!(
         "daemon with 10000 nodes: first converge {converge:.1} s; idle RSS after it {:.1} MB (peak {:.1} MB)",
-        rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
+        rss_kb(pid, "VmRSS:") as f64 / 1024.0,
+        rss_kb(pid, "VmHWM:") as f64 / 1024.0
     );
-    stop(child);
+    daemon.stop();
     // The steady state: a daemon started on the converged fleet.
-    let (child, rx) = daemon(dir.path());
-    wait_line(
-        &rx,
-        "\"message\":\"daemon ready\"",
-        Duration::from_secs(120),
-    );
+    let daemon = DaemonProcess::start(dir.path(), "info", &[], Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
+    let pid = daemon.child.id();
     println!(
         "daemon with 10000 converged nodes, restarted and idle: RSS {:.1} MB (peak {:.1} MB)",
-        rss_kb(child.id(), "VmRSS:") as f64 / 1024.0,
-        rss_kb(child.id(), "VmHWM:") as f64 / 1024.0
+        rss_kb(pid, "VmRSS:") as f64 / 1024.0,
+        rss_kb(pid, "VmHWM:") as f64 / 1024.0
     );
-    stop(child);
+    daemon.stop();
     // For profiling the same fleet by hand (heaptrack, /proc/PID/smaps).
     if std::env::var_os("RIVET_BENCH_KEEP").is_some() {
         println!("fleet kept in {}", dir.keep().display());
@@ -221,12 +170,10 @@ fn daemon_rss_10000() {
 fn edit_latency() {
     let dir = tempfile::tempdir().unwrap();
     fleet(dir.path(), 100, 0, "0ms");
-    let (child, rx) = daemon(dir.path());
-    wait_line(
-        &rx,
-        "\"message\":\"converge pass done\"",
-        Duration::from_secs(120),
-    );
+    let daemon = DaemonProcess::start(dir.path(), "info", &[], Duration::from_secs(120));
+    let passes = message("converge pass done");
+    let acted = message("operation done");
+    daemon.wait_for("the first converge", &passes, Duration::from_secs(120));
     let mut samples = Vec::new();
     for i in 0..10 {
         let file = dir.path().join("nodes/rack000.toml");
@@ -237,32 +184,12 @@ fn edit_latency() {
             ("power = \"off\"", "power = \"on\"")
         };
         let edited = text.replacen(from, to, 1);
+        let (done, ops) = (daemon.count(&passes), daemon.count(&acted));
         let written = Instant::now();
         std::fs::write(&file, edited).unwrap();
-        let acted = loop {
-            let (at, line) = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("a log line");
-            if std::env::var_os("RIVET_BENCH_DEBUG").is_some() {
-                eprintln!(
-                    "  +{:?} {}",
-                    at.duration_since(written),
-                    &line[..line.len().min(160)]
-                );
-            }
-            if line.contains("\"message\":\"operation done\"") {
-                break at;
-            }
-        };
-        samples.push(acted.duration_since(written));
-        if std::env::var_os("RIVET_BENCH_DEBUG").is_some() {
-            eprintln!("edit {i}: {:?}", acted.duration_since(written));
-        }
-        wait_line(
-            &rx,
-            "\"message\":\"converge pass done\"",
-            Duration::from_secs(30),
-        );
+        let at = daemon.wait_for_more("an operation", ops, &acted, Duration::from_secs(30));
+        samples.push(at.duration_since(written));
+        daemon.wait_for_more("the pass", done, &passes, Duration::from_secs(30));
     }
     samples.sort();
     println!(
@@ -271,7 +198,7 @@ fn edit_latency() {
         samples[samples.len() / 2].as_secs_f64() * 1e3,
         samples[samples.len() - 1].as_secs_f64() * 1e3
     );
-    stop(child);
+    daemon.stop();
 }
 
 fn main() {

@@ -2,97 +2,38 @@
 //! passthru status code, the 409 race with a converge holding the node
 //! lock, async results in history, secrets kept in, and the CLI clients.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api::{fault, passthru_cases};
+use crate::daemon_process::DaemonProcess;
 use crate::support::TempFleet;
 
-/// A daemon on a free loopback port, its stderr (JSON logs) collected.
+/// A daemon on a free loopback port, its JSON logs (at debug) collected.
 pub struct LiveDaemon {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    process: DaemonProcess,
     pub url: String,
 }
 
 impl LiveDaemon {
     pub fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(assert_cmd::cargo::cargo_bin("rivet"));
-        command
-            .args(["--log-format", "json", "daemon", "--http", "127.0.0.1:0"])
-            .arg(dir)
-            .env("RIVET_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut daemon = Self {
-            child,
-            lines,
-            url: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let found = daemon.lines.lock().unwrap().iter().find_map(|l| {
-                let doc: Value = serde_json::from_str(l).ok()?;
-                (doc["fields"]["message"] == "HTTP API listening")
-                    .then(|| doc["fields"]["addr"].as_str().map(str::to_string))
-                    .flatten()
-            });
-            if let Some(addr) = found {
-                break addr;
-            }
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("daemon exited with {status}: {}", daemon.logs().join("\n"));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the API did not start: {}",
-                daemon.logs().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let process = DaemonProcess::start(dir, "debug", env, Duration::from_secs(20));
+        let addr = process.http_addr();
         assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-        daemon.url = format!("http://{addr}");
-        daemon
-    }
-
-    pub fn logs(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        Self {
+            process,
+            url: format!("http://{addr}"),
+        }
     }
 
     /// SIGTERM, expect a clean exit, return every log line.
-    pub fn stop(mut self) -> Vec<String> {
-        crate::support::terminate(&mut self.child);
-        // The reader thread drains what is left of stderr.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&self.lines) > 1 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.logs()
-    }
-}
-
-impl Drop for LiveDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn stop(self) -> Vec<String> {
+        self.process.stop()
     }
 }
 

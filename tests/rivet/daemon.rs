@@ -1,76 +1,43 @@
 //! `rivet daemon` as a real process: watched edits, last good declarations,
 //! removed nodes, power drift, maintenance, graceful stop, one per store.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rivet::store::Store;
 use rivet::vocab::ProvisionState;
 
+use crate::daemon_process::DaemonProcess;
 use crate::support::TempFleet;
 
-/// A running daemon whose stderr (JSON logs) is collected.
-struct Daemon {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+/// A running daemon whose JSON logs are collected; every wait has a 20 s deadline.
+struct Daemon(DaemonProcess);
+
+const WAIT: Duration = Duration::from_secs(20);
 
 impl Daemon {
     fn start(dir: &Path) -> Self {
-        let mut child = Command::new(assert_cmd::cargo::cargo_bin("rivet"))
-            .args(["--log-format", "json", "daemon", "--http", "127.0.0.1:0"])
-            .arg(dir)
-            .env("RIVET_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let daemon = Self { child, lines };
-        daemon.wait_for("ready", |l| l.contains("daemon ready"));
-        daemon
+        Self(DaemonProcess::start(dir, "info", &[], WAIT))
     }
 
     fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| pred(l))
-            .count()
+        self.0.count(pred)
     }
 
-    /// Wait until more lines than `already` match (deadline 20 s).
+    /// Wait until more lines than `already` match.
     fn wait_for_more(&self, what: &str, already: usize, pred: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.count(&pred) <= already {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; logs:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0.wait_for_more(what, already, pred, WAIT);
     }
 
     fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) {
-        self.wait_for_more(what, 0, pred);
+        self.0.wait_for(what, pred, WAIT);
     }
 
     /// SIGTERM, then expect a clean exit 0.
-    fn stop(mut self) -> Vec<String> {
-        crate::support::terminate(&mut self.child);
-        self.lines.lock().unwrap().clone()
+    fn stop(self) -> Vec<String> {
+        self.0.stop()
     }
 }
 

@@ -8,6 +8,8 @@ mod composition;
 mod conformance;
 mod converge;
 mod daemon;
+#[path = "../common/daemon_process.rs"]
+mod daemon_process;
 mod diagnostics;
 mod exec_plugin;
 mod fault_server;

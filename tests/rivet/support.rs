@@ -51,23 +51,3 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
-
-/// SIGTERM a daemon we started, then expect it to exit 0 within 30 s.
-pub fn terminate(child: &mut std::process::Child) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "daemon exited with {status}");
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "daemon did not stop on SIGTERM"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
