@@ -80,7 +80,14 @@ pub fn plan_loaded(
         ));
     }
     match plan::build(&fleet, &observed, warnings) {
-        Ok(plan) => Ok((fleet, snapshot, plan)),
+        Ok(mut plan) => {
+            let previous = plan::previous_declarations(&fleet, &snapshot, || match store {
+                Some(store) => store.declarations(),
+                None => crate::store::read_declarations(&fleet.conductor.state),
+            });
+            plan.add_removed(&fleet, &snapshot, previous.as_ref());
+            Ok((fleet, snapshot, plan))
+        }
         Err(problems) => {
             print_problems(&problems);
             Err(PlanError::Invalid(problems.len()))

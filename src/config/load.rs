@@ -25,13 +25,77 @@ pub struct RawFleet {
     pub problems: Vec<Problem>,
 }
 
+/// Where declaration files are read from.
+enum Files<'a> {
+    /// The fleet directory.
+    Dir,
+    /// A copy of the files' texts by relative path (the declarations last
+    /// converged, kept in the state file), read as if they were in the
+    /// fleet directory.
+    Stored(&'a std::collections::BTreeMap<String, String>),
+}
+
+impl Files<'_> {
+    fn exists(&self, root: &Path, path: &Path) -> bool {
+        match self {
+            Files::Dir => path.exists(),
+            Files::Stored(files) => files.contains_key(&relative(root, path)),
+        }
+    }
+
+    fn read(&self, root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+        match self {
+            Files::Dir => std::fs::read(path),
+            Files::Stored(files) => files
+                .get(&relative(root, path))
+                .map(|text| text.clone().into_bytes())
+                .ok_or_else(|| std::io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    /// `*.toml` files under `dir`, sorted, at most `depth` levels down.
+    fn toml_files(
+        &self,
+        dir: &Path,
+        depth: usize,
+        fleet: &mut RawFleet,
+        root: &Path,
+    ) -> Vec<PathBuf> {
+        match self {
+            Files::Dir => toml_files(dir, depth, fleet, root),
+            Files::Stored(files) => {
+                let prefix = format!("{}/", relative(root, dir));
+                files
+                    .keys()
+                    .filter(|name| {
+                        name.strip_prefix(&prefix).is_some_and(|rest| {
+                            rest.ends_with(".toml") && rest.matches('/').count() < depth
+                        })
+                    })
+                    .map(|name| root.join(name))
+                    .collect()
+            }
+        }
+    }
+}
+
 /// Read `rivet.toml`, `drivers/*.toml` and `nodes/**/*.toml` under `root`.
 pub fn load_dir(root: &Path) -> RawFleet {
+    load_files(root, &Files::Dir)
+}
+
+/// Read declarations kept as texts by their path relative to `root` (as
+/// `SourceFile::name` has them) as if they were the files under `root`.
+pub fn load_stored(root: &Path, files: &std::collections::BTreeMap<String, String>) -> RawFleet {
+    load_files(root, &Files::Stored(files))
+}
+
+fn load_files(root: &Path, files: &Files) -> RawFleet {
     let mut fleet = RawFleet {
         root: root.to_path_buf(),
         ..RawFleet::default()
     };
-    if !root.is_dir() {
+    if matches!(files, Files::Dir) && !root.is_dir() {
         fleet.problems.push(
             Problem::new(
                 "rivet::load::no_directory",
@@ -43,16 +107,16 @@ pub fn load_dir(root: &Path) -> RawFleet {
     }
 
     let rivet_path = root.join("rivet.toml");
-    if rivet_path.exists()
-        && let Some(file) = read_source(root, &rivet_path, &mut fleet)
+    if files.exists(root, &rivet_path)
+        && let Some(file) = read_source(files, root, &rivet_path, &mut fleet)
         && let Some(table) = parse(&file, &mut fleet.problems)
     {
         let parsed = deserialize::<RivetFile>(&file, 0..0, table, &mut fleet.problems);
         fleet.rivet = parsed.map(|r| (Arc::clone(&file), r));
     }
 
-    for path in toml_files(&root.join("drivers"), 1, &mut fleet, root) {
-        let Some(file) = read_source(root, &path, &mut fleet) else {
+    for path in files.toml_files(&root.join("drivers"), 1, &mut fleet, root) {
+        let Some(file) = read_source(files, root, &path, &mut fleet) else {
             continue;
         };
         let Some(table) = parse(&file, &mut fleet.problems) else {
@@ -103,8 +167,8 @@ pub fn load_dir(root: &Path) -> RawFleet {
         }
     }
 
-    for path in toml_files(&root.join("nodes"), usize::MAX, &mut fleet, root) {
-        let Some(file) = read_source(root, &path, &mut fleet) else {
+    for path in files.toml_files(&root.join("nodes"), usize::MAX, &mut fleet, root) {
+        let Some(file) = read_source(files, root, &path, &mut fleet) else {
             continue;
         };
         let Some(table) = parse(&file, &mut fleet.problems) else {
@@ -195,9 +259,14 @@ fn relative(root: &Path, path: &Path) -> String {
 /// Read one file and check its syntax; on failure record the problem and
 /// return None. Literal secrets are blanked out of the returned text, which
 /// is what every later parse and diagnostic sees.
-fn read_source(root: &Path, path: &Path, fleet: &mut RawFleet) -> Option<Arc<SourceFile>> {
+fn read_source(
+    files: &Files,
+    root: &Path,
+    path: &Path,
+    fleet: &mut RawFleet,
+) -> Option<Arc<SourceFile>> {
     let name = relative(root, path);
-    let bytes = match std::fs::read(path) {
+    let bytes = match files.read(root, path) {
         Ok(bytes) => bytes,
         Err(err) => {
             fleet.problems.push(

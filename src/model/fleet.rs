@@ -148,6 +148,15 @@ pub fn load(dir: &std::path::Path) -> Loaded {
     build(load_dir(dir))
 }
 
+/// Validate declarations kept as texts (the last converged ones, from the
+/// state file) as if they were the files of `dir`.
+pub fn load_stored(
+    dir: &std::path::Path,
+    files: &std::collections::BTreeMap<String, String>,
+) -> Loaded {
+    build(crate::config::load::load_stored(dir, files))
+}
+
 /// Validate raw declarations into a fleet.
 pub fn build(raw: RawFleet) -> Loaded {
     let mut b = Builder {

@@ -16,6 +16,7 @@ use crate::diag::Problem;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
 use crate::model::node::{Node, SecretSource};
+use crate::store::Snapshot;
 use crate::store::records::NodeRecord;
 use crate::vocab::{BootDevice, BootMode, PowerState, ProvisionState};
 use fingerprint::Fingerprint;
@@ -161,6 +162,10 @@ impl NodePlan {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub deploy: usize,
@@ -171,11 +176,24 @@ pub struct Summary {
     /// Nodes changed in place by more than power (manage, provide, boot).
     pub change: usize,
     pub unchanged: usize,
+    /// Removed from the declarations: left as they are, no longer managed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unmanage: usize,
+    /// Removed from the declarations with `prune = true`: undeployed first.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prune: usize,
 }
 
 impl Summary {
     pub fn has_changes(&self) -> bool {
-        self.deploy + self.rebuild + self.undeploy + self.power_on + self.power_off + self.change
+        self.deploy
+            + self.rebuild
+            + self.undeploy
+            + self.power_on
+            + self.power_off
+            + self.change
+            + self.unmanage
+            + self.prune
             > 0
     }
 }
@@ -197,6 +215,29 @@ pub struct RolloutView {
     pub nodes: usize,
 }
 
+/// What happens to a node the store knows but the declarations no longer have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Removal {
+    /// Left as it is and no longer converged.
+    Unmanage,
+    /// `prune = true`: powered off and returned to `available` (when
+    /// deployed), then no longer converged.
+    Prune,
+}
+
+/// A node removed from the declarations.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RemovedNode {
+    pub name: String,
+    pub provision_state: ProvisionState,
+    pub power_state: Option<PowerState>,
+    pub removal: Removal,
+    /// Why an asked-for prune is not done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// A whole plan; its JSON form is the saved-plan file format.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -210,6 +251,69 @@ pub struct Plan {
     pub rollouts: Vec<RolloutView>,
     /// Things the plan could not check (e.g. a BMC that could not be read).
     pub warnings: Vec<String>,
+    /// Recorded nodes no longer declared, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<RemovedNode>,
+}
+
+impl Plan {
+    /// Add what happens to the recorded nodes `fleet` no longer declares.
+    /// `previous` holds the declarations a prune needs (a node's BMC).
+    pub fn add_removed(&mut self, fleet: &Fleet, snapshot: &Snapshot, previous: Option<&Fleet>) {
+        for (name, record) in &snapshot.nodes {
+            if fleet.node(name).is_some() || record.unmanaged {
+                continue;
+            }
+            let known = previous.is_some_and(|p| p.node(name).is_some());
+            let (removal, note) = match (fleet.conductor.prune, known) {
+                (false, _) => (Removal::Unmanage, None),
+                (true, true) => (Removal::Prune, None),
+                (true, false) => (
+                    Removal::Unmanage,
+                    Some("prune = true, but its declaration is not kept (it was removed before a converge ended with every node converged): left as it is".to_string()),
+                ),
+            };
+            match removal {
+                Removal::Unmanage => self.summary.unmanage += 1,
+                Removal::Prune => self.summary.prune += 1,
+            }
+            self.removed.push(RemovedNode {
+                name: name.clone(),
+                provision_state: record.provision_state,
+                power_state: record.power_state,
+                removal,
+                note,
+            });
+        }
+    }
+}
+
+/// The declarations kept by the last converge that ended with every node
+/// converged, when a prune may need them: `prune = true` and some recorded
+/// node is no longer declared. Their nodes that no longer validate are
+/// left out, like any invalid node.
+pub fn previous_declarations(
+    fleet: &Fleet,
+    snapshot: &Snapshot,
+    kept: impl FnOnce() -> Result<BTreeMap<String, String>, crate::store::StoreError>,
+) -> Option<Fleet> {
+    let removed = snapshot
+        .nodes
+        .iter()
+        .any(|(name, record)| fleet.node(name).is_none() && !record.unmanaged);
+    if !fleet.conductor.prune || !removed {
+        return None;
+    }
+    match kept() {
+        Ok(files) if !files.is_empty() => {
+            Some(crate::model::fleet::load_stored(&fleet.root, &files).fleet)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the kept declarations; removed nodes are left as they are");
+            None
+        }
+    }
 }
 
 /// Fingerprint of a declared instance, compared with the deployed one.
@@ -343,6 +447,7 @@ pub fn build(
         edges,
         rollouts,
         warnings,
+        removed: Vec::new(),
     })
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use owo_colors::OwoColorize;
 
-use super::{Action, Change, NodePlan, Plan};
+use super::{Action, Change, NodePlan, Plan, Removal, RemovedNode};
 
 /// Pretty JSON with a trailing newline.
 pub fn json(plan: &Plan) -> String {
@@ -61,13 +61,16 @@ pub fn human(plan: &Plan, color: bool) -> String {
         .iter()
         .filter(|n| n.change != Change::None)
         .collect();
-    if changed.is_empty() {
+    if changed.is_empty() && plan.removed.is_empty() {
         out.push_str("No changes. Every node matches its declaration.\n\n");
     } else {
         out.push_str("rivet will perform the following actions:\n\n");
     }
     for node in changed {
         render_node(&mut out, &paint, node);
+    }
+    for node in &plan.removed {
+        render_removed(&mut out, &paint, node);
     }
     if !plan.waves.is_empty() {
         out.push_str(&paint.bold("Waves"));
@@ -105,6 +108,39 @@ pub fn human(plan: &Plan, color: bool) -> String {
     out.push_str(&paint.bold(&summary_line(plan)));
     out.push('\n');
     out
+}
+
+fn render_removed(out: &mut String, paint: &Paint, node: &RemovedNode) {
+    let (change, what) = match node.removal {
+        Removal::Prune => (
+            Change::Delete,
+            "removed from the declarations: undeployed (power off, back to available), then unmanaged",
+        ),
+        Removal::Unmanage => (
+            Change::Update,
+            "removed from the declarations: left as it is, no longer managed",
+        ),
+    };
+    let symbol = match node.removal {
+        Removal::Prune => "-",
+        Removal::Unmanage => "~",
+    };
+    let _ = writeln!(
+        out,
+        "{} {} {}",
+        paint.change(change, &format!("{symbol:>3}")),
+        paint.bold(&format!("node {}", node.name)),
+        paint.dim(&format!(
+            "({}, power {})",
+            node.provision_state.as_str(),
+            or_unknown(node.power_state.map(|p| p.as_str()))
+        ))
+    );
+    let _ = writeln!(out, "      {what}");
+    if let Some(note) = &node.note {
+        let _ = writeln!(out, "      note: {note}");
+    }
+    out.push('\n');
 }
 
 fn render_node(out: &mut String, paint: &Paint, node: &NodePlan) {
@@ -209,6 +245,12 @@ pub fn summary_line(plan: &Plan) -> String {
         parts.push(format!("{} to change", s.change));
     }
     parts.push(format!("{} to undeploy", s.undeploy));
+    if s.prune > 0 {
+        parts.push(format!("{} to prune", s.prune));
+    }
+    if s.unmanage > 0 {
+        parts.push(format!("{} to unmanage", s.unmanage));
+    }
     parts.push(format!("{} unchanged", s.unchanged));
     format!("Plan: {}.", parts.join(", "))
 }

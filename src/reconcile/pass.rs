@@ -88,6 +88,16 @@ pub async fn run_pass(
     } = options;
     let fleet = Arc::clone(&ctx.fleet);
     let store = Arc::clone(ctx.journal.store());
+    // Without the declarations before an edit (a new process), a prune
+    // takes the removed node's BMC from the kept declarations.
+    let kept;
+    let previous = match previous {
+        Some(p) => Some(p),
+        None => {
+            kept = crate::plan::previous_declarations(&fleet, snapshot, || store.declarations());
+            kept.as_ref()
+        }
+    };
     let run_id = store
         .next_run_id()
         .map_err(|e| super::journal::JournalError(e.to_string()))?;
@@ -225,7 +235,19 @@ pub async fn run_pass(
     };
     run.finished_at = Some(now());
     run.failed = report.failed.iter().map(|(n, _)| n.clone()).collect();
-    ctx.journal.commit(vec![Write::Run(run_id, run)]).await?;
+    let mut writes = vec![Write::Run(run_id, run)];
+    if report.ok() {
+        // Every node converged: these are the declarations a later prune
+        // of a node removed from them will need.
+        writes.push(Write::Declarations(
+            fleet
+                .files
+                .iter()
+                .map(|f| (f.name.clone(), Arc::clone(&f.text)))
+                .collect(),
+        ));
+    }
+    ctx.journal.commit(writes).await?;
     Ok(Pass {
         run_id,
         report,

@@ -7,11 +7,12 @@ pub mod tables;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
 use records::{Event, JournalRecord, NodeRecord, RunRecord};
-use tables::{HISTORY, JOURNALS, META, NODE_EVENTS, NODES, RUNS};
+use tables::{DECLARATIONS, HISTORY, JOURNALS, META, NODE_EVENTS, NODES, RUNS};
 
 /// The layout this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -53,8 +54,10 @@ fn migrate_to_1(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
-/// Version 2 indexes history by node (`NODE_EVENTS`).
+/// Version 2 indexes history by node (`NODE_EVENTS`) and keeps the
+/// declarations last converged (`DECLARATIONS`).
 fn migrate_to_2(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(DECLARATIONS)?;
     let history = txn.open_table(HISTORY)?;
     let mut index = txn.open_table(NODE_EVENTS)?;
     for entry in history.iter()? {
@@ -86,6 +89,9 @@ pub enum Write {
     /// Appended with the next sequence number.
     Event(Event),
     Run(u64, RunRecord),
+    /// The declarations just converged, replacing the kept ones: file
+    /// texts by relative path.
+    Declarations(Vec<(String, Arc<str>)>),
 }
 
 /// Told about every committed batch of writes, after the commit.
@@ -185,6 +191,7 @@ impl Store {
             let mut history = txn.open_table(HISTORY).map_err(|e| self.err(e))?;
             let mut index = txn.open_table(NODE_EVENTS).map_err(|e| self.err(e))?;
             let mut runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
+            let mut declarations = txn.open_table(DECLARATIONS).map_err(|e| self.err(e))?;
             let mut seq = meta
                 .get("history_seq")
                 .map_err(|e| self.err(e))?
@@ -220,6 +227,14 @@ impl Store {
                     Write::Run(id, record) => {
                         runs.insert(*id, json(record).as_slice())
                             .map_err(|e| self.err(e))?;
+                    }
+                    Write::Declarations(files) => {
+                        declarations.retain(|_, _| false).map_err(|e| self.err(e))?;
+                        for (name, text) in files {
+                            declarations
+                                .insert(name.as_str(), text.as_bytes())
+                                .map_err(|e| self.err(e))?;
+                        }
                     }
                 }
             }
@@ -284,6 +299,12 @@ impl Store {
     /// The last `limit` events of one node, oldest first.
     pub fn node_history(&self, node: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
         read_history_from(&self.db, &self.path, Some(node), limit)
+    }
+
+    /// The declarations kept by the last converge that ended with every
+    /// node converged.
+    pub fn declarations(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        declarations_from(&self.db, &self.path)
     }
 
     /// Remove each node's oldest events beyond the newest `keep` (`nodes`,
@@ -480,6 +501,42 @@ pub fn read_history(
         }
         Err(e) => Err(map_open_error(path, e)),
     }
+}
+
+/// The declarations kept by the last converge that ended with every node
+/// converged (empty when none did), read without holding the state file.
+pub fn read_declarations(path: &Path) -> Result<BTreeMap<String, String>, StoreError> {
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    match ReadOnlyDatabase::open(path) {
+        Ok(db) => declarations_from(&db, path),
+        Err(redb::DatabaseError::RepairAborted) => {
+            let db = Database::open(path).map_err(|e| map_open_error(path, e))?;
+            declarations_from(&db, path)
+        }
+        Err(e) => Err(map_open_error(path, e)),
+    }
+}
+
+fn declarations_from(
+    db: &impl ReadableDatabase,
+    path: &Path,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let err = |e: redb::Error| StoreError::other(path, e);
+    let txn = db.begin_read().map_err(|e| err(e.into()))?;
+    let table = match txn.open_table(DECLARATIONS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(err(e.into())),
+    };
+    let mut out = BTreeMap::new();
+    for entry in table.iter().map_err(|e| err(e.into()))? {
+        let (k, v) = entry.map_err(|e| err(e.into()))?;
+        let text = String::from_utf8_lossy(v.value()).into_owned();
+        out.insert(k.value().to_string(), text);
+    }
+    Ok(out)
 }
 
 /// A read-only view of a state file, for planning without changing anything.

@@ -368,3 +368,119 @@ fn reconcile_prunes_the_history_of_the_nodes_it_converged() {
     assert_eq!(actions.len(), 3, "{actions:?}");
     assert_eq!(actions.last().map(String::as_str), Some("deploy done"));
 }
+
+fn two_nodes(prune: bool) -> TempFleet {
+    TempFleet::new(&[
+        ("rivet.toml", &format!("[conductor]\nprune = {prune}\n")),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"active\", power = \"on\" }\n",
+        ),
+        (
+            "nodes/b.toml",
+            "[[node]]\nname = \"n2\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"active\", power = \"on\" }\n",
+        ),
+    ])
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A node removed with `prune = true`: the plan of a new process shows the
+/// undeploy, and `rivet reconcile` does it from the kept declarations.
+#[test]
+fn a_removed_node_is_pruned_by_a_later_reconcile_and_the_plan_says_so() {
+    let fleet = two_nodes(true);
+    let dir = fleet.path();
+    let out = run(dir, &["reconcile"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fake_bmc(dir, "n2")["power"], "power on");
+    std::fs::remove_file(dir.join("nodes/b.toml")).unwrap();
+
+    let plan = run(dir, &["reconcile", "--dry-run", "--detailed-exitcode"]);
+    let shown = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("  - node n2 (active, power power on)"),
+        "{shown}"
+    );
+    assert!(shown.contains("undeployed (power off, back to available), then unmanaged"));
+    assert!(shown.contains("1 to prune"), "{shown}");
+    let json = run(dir, &["reconcile", "--dry-run", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(plan["removed"][0]["name"], "n2");
+    assert_eq!(plan["removed"][0]["removal"], "prune");
+    assert_eq!(plan["summary"]["prune"], 1);
+
+    let out = run(dir, &["reconcile"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fake_bmc(dir, "n2")["power"], "power off");
+    assert_eq!(
+        fake_bmc(dir, "n1")["power"],
+        "power on",
+        "only n2 is touched"
+    );
+    let store = store_of(dir);
+    let n2 = store.node("n2").unwrap().unwrap();
+    assert!(n2.unmanaged);
+    assert_eq!(n2.provision_state, ProvisionState::Available);
+    let actions: Vec<String> = store
+        .node_history("n2", 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.iter().any(|a| a == "prune"), "{actions:?}");
+    drop(store);
+    let again = run(dir, &["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+}
+
+/// Without `prune`, a removal is in the plan as "left as it is", and a
+/// prune asked for after the node's declaration was lost says why it is
+/// not done.
+#[test]
+fn a_removal_without_prune_is_planned_as_unmanage() {
+    let fleet = two_nodes(false);
+    let dir = fleet.path();
+    assert!(run(dir, &["reconcile"]).status.success());
+    std::fs::remove_file(dir.join("nodes/b.toml")).unwrap();
+    let plan = run(dir, &["reconcile", "--dry-run", "--detailed-exitcode"]);
+    let shown = text(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("  ~ node n2 (active, power power on)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("left as it is, no longer managed"),
+        "{shown}"
+    );
+    assert!(shown.contains("1 to unmanage"), "{shown}");
+
+    // The kept declarations are those of a converge that ended with every
+    // node converged; remove them as a state file from before would lack them.
+    {
+        let store = store_of(dir);
+        store
+            .apply(&[rivet::store::Write::Declarations(Vec::new())])
+            .unwrap();
+    }
+    std::fs::write(dir.join("rivet.toml"), "[conductor]\nprune = true\n").unwrap();
+    let plan = run(dir, &["reconcile", "--dry-run"]);
+    let shown = text(&plan);
+    assert!(
+        shown.contains("note: prune = true, but its declaration is not kept"),
+        "{shown}"
+    );
+    assert!(shown.contains("1 to unmanage"), "{shown}");
+    let out = run(dir, &["reconcile"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fake_bmc(dir, "n2")["power"], "power on", "left as it is");
+    assert!(store_of(dir).node("n2").unwrap().unwrap().unmanaged);
+}

@@ -420,3 +420,43 @@ fn history_is_pruned_to_the_newest_events_of_each_node() {
     assert_eq!(actions.last(), Some(&"deploy done"), "{actions:?}");
     assert!(history.windows(2).all(|w| w[0].seq < w[1].seq));
 }
+
+/// A node removed while no daemon ran is pruned by the next daemon, from
+/// the declarations the last full converge kept.
+#[test]
+fn a_node_removed_while_the_daemon_was_down_is_pruned_on_restart() {
+    let fleet = TempFleet::new(&[
+        ("rivet.toml", "[conductor]\nprune = true\n"),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"active\", power = \"on\" }\n",
+        ),
+        (
+            "nodes/b.toml",
+            "[[node]]\nname = \"n2\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"active\", power = \"on\" }\n",
+        ),
+    ]);
+    let dir = fleet.path();
+    let daemon = Daemon::start(dir);
+    daemon.wait_for("the first pass", has("converge pass done"));
+    daemon.stop();
+    assert!(
+        std::fs::read_to_string(bmc_file(dir, "n2"))
+            .unwrap()
+            .contains("power on")
+    );
+
+    std::fs::remove_file(dir.join("nodes/b.toml")).unwrap();
+    let daemon = Daemon::start(dir);
+    daemon.wait_for("the pass that prunes", has("converge pass done"));
+    daemon.stop();
+    assert!(
+        std::fs::read_to_string(bmc_file(dir, "n2"))
+            .unwrap()
+            .contains("power off")
+    );
+    let store = Store::open(&dir.join(".rivet/state.redb")).unwrap();
+    let n2 = store.node("n2").unwrap().unwrap();
+    assert!(n2.unmanaged);
+    assert_eq!(n2.provision_state, ProvisionState::Available);
+}
