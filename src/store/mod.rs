@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+};
 
 use records::{Event, JournalRecord, NodeRecord, RunRecord};
 use tables::{DECLARATIONS, HISTORY, JOURNALS, META, NODE_EVENTS, NODES, RUNS};
@@ -279,32 +281,38 @@ impl Store {
             .map(drop)
     }
 
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.db
+            .begin_read()
+            .map_err(|e| self.err(redb::Error::from(e)))
+    }
+
     pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
-        get_json(&self.db, NODES, name, &self.path)
+        get_json(&self.read()?, NODES, name, &self.path)
     }
 
     pub fn nodes(&self) -> Result<BTreeMap<String, NodeRecord>, StoreError> {
-        read_all(&self.db, NODES, &self.path)
+        read_all(&self.read()?, NODES, &self.path)
     }
 
     pub fn journals(&self) -> Result<BTreeMap<String, JournalRecord>, StoreError> {
-        read_all(&self.db, JOURNALS, &self.path)
+        read_all(&self.read()?, JOURNALS, &self.path)
     }
 
     /// The whole history, oldest first.
     pub fn history(&self) -> Result<Vec<Event>, StoreError> {
-        read_history_from(&self.db, &self.path, None, usize::MAX)
+        read_history_from(&self.read()?, &self.path, None, usize::MAX)
     }
 
     /// The last `limit` events of one node, oldest first.
     pub fn node_history(&self, node: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
-        read_history_from(&self.db, &self.path, Some(node), limit)
+        read_history_from(&self.read()?, &self.path, Some(node), limit)
     }
 
     /// The declarations kept by the last converge that ended with every
     /// node converged.
     pub fn declarations(&self) -> Result<BTreeMap<String, String>, StoreError> {
-        declarations_from(&self.db, &self.path)
+        declarations_from(&self.read()?, &self.path)
     }
 
     /// Remove each node's oldest events beyond the newest `keep` (`nodes`,
@@ -339,7 +347,7 @@ impl Store {
 
     pub fn runs(&self) -> Result<BTreeMap<u64, RunRecord>, StoreError> {
         let err = |e: redb::Error| StoreError::other(&self.path, e);
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let txn = self.read()?;
         let table = txn.open_table(RUNS).map_err(|e| err(e.into()))?;
         let mut out = BTreeMap::new();
         for entry in table.iter().map_err(|e| err(e.into()))? {
@@ -384,13 +392,12 @@ fn event_counts(
 }
 
 fn read_history_from(
-    db: &impl ReadableDatabase,
+    txn: &ReadTransaction,
     path: &Path,
     node: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Event>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
-    let txn = db.begin_read().map_err(|e| err(e.into()))?;
     let table = match txn.open_table(HISTORY) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -441,13 +448,12 @@ fn read_history_from(
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(
-    db: &impl ReadableDatabase,
+    txn: &ReadTransaction,
     table: TableDefinition<&str, &[u8]>,
     key: &str,
     path: &Path,
 ) -> Result<Option<T>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
-    let txn = db.begin_read().map_err(|e| err(e.into()))?;
     let t = match txn.open_table(table) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -462,12 +468,11 @@ fn get_json<T: serde::de::DeserializeOwned>(
 }
 
 fn read_all<T: serde::de::DeserializeOwned>(
-    db: &impl ReadableDatabase,
+    txn: &ReadTransaction,
     table: TableDefinition<&str, &[u8]>,
     path: &Path,
 ) -> Result<BTreeMap<String, T>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
-    let txn = db.begin_read().map_err(|e| err(e.into()))?;
     let t = match txn.open_table(table) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
@@ -483,6 +488,28 @@ fn read_all<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
+/// Read a state file without holding or changing it; None when there is
+/// no file.
+fn read_file<T>(
+    path: &Path,
+    read: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let txn = match ReadOnlyDatabase::open(path) {
+        Ok(db) => db.begin_read(),
+        // A file left by a process that died needs redb's repair, which
+        // only a writable open runs; the data it holds is unchanged.
+        Err(redb::DatabaseError::RepairAborted) => Database::open(path)
+            .map_err(|e| map_open_error(path, e))?
+            .begin_read(),
+        Err(e) => return Err(map_open_error(path, e)),
+    }
+    .map_err(|e| StoreError::other(path, e))?;
+    read(&txn).map(Some)
+}
+
 /// Read history from a state file without holding it: the node's last
 /// `limit` events (all nodes when `node` is None), oldest first.
 pub fn read_history(
@@ -490,41 +517,20 @@ pub fn read_history(
     node: Option<&str>,
     limit: usize,
 ) -> Result<Vec<Event>, StoreError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    match ReadOnlyDatabase::open(path) {
-        Ok(db) => read_history_from(&db, path, node, limit),
-        Err(redb::DatabaseError::RepairAborted) => {
-            let db = Database::open(path).map_err(|e| map_open_error(path, e))?;
-            read_history_from(&db, path, node, limit)
-        }
-        Err(e) => Err(map_open_error(path, e)),
-    }
+    read_file(path, |txn| read_history_from(txn, path, node, limit)).map(Option::unwrap_or_default)
 }
 
 /// The declarations kept by the last converge that ended with every node
 /// converged (empty when none did), read without holding the state file.
 pub fn read_declarations(path: &Path) -> Result<BTreeMap<String, String>, StoreError> {
-    if !path.exists() {
-        return Ok(BTreeMap::new());
-    }
-    match ReadOnlyDatabase::open(path) {
-        Ok(db) => declarations_from(&db, path),
-        Err(redb::DatabaseError::RepairAborted) => {
-            let db = Database::open(path).map_err(|e| map_open_error(path, e))?;
-            declarations_from(&db, path)
-        }
-        Err(e) => Err(map_open_error(path, e)),
-    }
+    read_file(path, |txn| declarations_from(txn, path)).map(Option::unwrap_or_default)
 }
 
 fn declarations_from(
-    db: &impl ReadableDatabase,
+    txn: &ReadTransaction,
     path: &Path,
 ) -> Result<BTreeMap<String, String>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
-    let txn = db.begin_read().map_err(|e| err(e.into()))?;
     let table = match txn.open_table(DECLARATIONS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
@@ -554,24 +560,11 @@ impl Snapshot {
     /// Read a state file without creating or changing it. A missing file is
     /// an empty snapshot: every node is `enroll` with unknown power.
     pub fn read(path: &Path) -> Result<Self, StoreError> {
-        if !path.exists() {
-            return Ok(Self::empty());
-        }
-        match ReadOnlyDatabase::open(path) {
-            Ok(db) => Self::from_db(&db, path),
-            // A file left by a process that died needs redb's repair, which
-            // only a writable open runs; the data it holds is unchanged.
-            Err(redb::DatabaseError::RepairAborted) => {
-                let db = Database::open(path).map_err(|e| map_open_error(path, e))?;
-                Self::from_db(&db, path)
-            }
-            Err(e) => Err(map_open_error(path, e)),
-        }
+        read_file(path, |txn| Self::from_txn(txn, path)).map(Option::unwrap_or_default)
     }
 
-    fn from_db(db: &impl ReadableDatabase, path: &Path) -> Result<Self, StoreError> {
+    fn from_txn(txn: &ReadTransaction, path: &Path) -> Result<Self, StoreError> {
         let err = |e: redb::Error| StoreError::other(path, e);
-        let txn = db.begin_read().map_err(|e| err(e.into()))?;
         let version = match txn.open_table(META) {
             Ok(meta) => meta
                 .get("schema_version")
@@ -588,14 +581,14 @@ impl Snapshot {
             });
         }
         Ok(Self {
-            nodes: read_all(db, NODES, path)?,
-            journals: read_all(db, JOURNALS, path)?,
+            nodes: read_all(txn, NODES, path)?,
+            journals: read_all(txn, JOURNALS, path)?,
         })
     }
 
     /// A snapshot of an open store (the daemon plans from its own handle).
     pub fn of(store: &Store) -> Result<Self, StoreError> {
-        Self::from_db(&store.db, &store.path)
+        Self::from_txn(&store.read()?, &store.path)
     }
 }
 
