@@ -270,7 +270,7 @@ impl Plan {
                 (true, true) => (Removal::Prune, None),
                 (true, false) => (
                     Removal::Unmanage,
-                    Some("prune = true, but its declaration is not kept (it was removed before a converge ended with every node converged): left as it is".to_string()),
+                    Some("prune = true, but its declaration is not kept, or no longer valid (it was removed before a converge ended with every node converged, or what it used is gone): left as it is".to_string()),
                 ),
             };
             match removal {
