@@ -270,7 +270,7 @@ impl Plan {
                 (true, true) => (Removal::Prune, None),
                 (true, false) => (
                     Removal::Unmanage,
-                    Some("prune = true, but its declaration is not kept, or no longer valid (it was removed before a converge ended with every node converged, or what it used is gone): left as it is".to_string()),
+                    Some("prune = true, but its declaration is not kept, or no longer valid (it was removed before rivet converged it, or what it used is gone): left as it is".to_string()),
                 ),
             };
             match removal {
@@ -288,9 +288,9 @@ impl Plan {
     }
 }
 
-/// The declarations kept by the last converge that ended with every node
-/// converged, when a prune may need them: `prune = true` and some recorded
-/// node is no longer declared. Their nodes that no longer validate are
+/// The declarations kept by the last converge that left no prune undone,
+/// when a prune may need them: `prune = true` and some recorded node is no
+/// longer declared. Their nodes that no longer validate are
 /// left out, like any invalid node.
 pub fn previous_declarations(
     fleet: &Fleet,

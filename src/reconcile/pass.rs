@@ -102,10 +102,11 @@ pub async fn run_pass(
         .next_run_id()
         .map_err(|e| super::journal::JournalError(e.to_string()))?;
 
-    // Nodes gone from the declarations are left as they are.
+    // Nodes gone from the declarations are pruned or left as they are.
     let mut writes = Vec::new();
     let mut unmanaged = Vec::new();
     let mut works = Vec::new();
+    let mut pruning = Vec::new();
     for (name, record) in &snapshot.nodes {
         let pruned = previous.and_then(|p| p.node(name));
         if fleet.node(name).is_none()
@@ -114,6 +115,7 @@ pub async fn run_pass(
             && let Some(node) = pruned
         {
             {
+                pruning.push(name.clone());
                 works.push(NodeWork {
                     node: node.clone(),
                     ops: super::ops::prune(record.provision_state),
@@ -148,6 +150,9 @@ pub async fn run_pass(
     }
 
     let mut resumed = Vec::new();
+    // In maintenance: not touched until it leaves (as Ironic refuses to
+    // provision such a node); its journal, if any, waits too.
+    let mut held: Vec<(String, String)> = Vec::new();
     works.reserve(plan.nodes.len());
     for node_plan in &plan.nodes {
         let Some(node) = fleet.node(&node_plan.name) else {
@@ -156,9 +161,24 @@ pub async fn run_pass(
         if exclude.contains(&node.name) {
             continue;
         }
-        let mut record = snapshot
-            .nodes
-            .get(&node.name)
+        let recorded = snapshot.nodes.get(&node.name);
+        if let Some(r) = recorded.filter(|r| r.maintenance)
+            && (node_plan.change != Change::None || snapshot.journals.contains_key(&node.name))
+        {
+            let reason = format!(
+                "in maintenance ({}): left alone until it leaves maintenance",
+                r.fault.as_deref().unwrap_or("no fault recorded")
+            );
+            if let Some(tx) = &progress {
+                let _ = tx.send(Progress::NodeSkipped {
+                    node: node.name.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            held.push((node.name.clone(), reason));
+            continue;
+        }
+        let mut record = recorded
             .cloned()
             .unwrap_or_else(|| NodeRecord::enrolled(node.uuid.to_string(), &node.driver));
         record.unmanaged = false;
@@ -226,7 +246,8 @@ pub async fn run_pass(
     ctx.journal.commit(writes).await?;
     tracing::info!(run = run_id, nodes = works.len(), resumed = resumed.len(), commit = ?run.source_commit, "converge pass starts");
 
-    let report = converge(Arc::clone(&ctx), works, deps, workers, stop, progress).await;
+    let mut report = converge(Arc::clone(&ctx), works, deps, workers, stop, progress).await;
+    report.skipped.extend(held);
 
     run.status = if report.ok() {
         RunStatus::Succeeded
@@ -236,9 +257,10 @@ pub async fn run_pass(
     run.finished_at = Some(now());
     run.failed = report.failed.iter().map(|(n, _)| n.clone()).collect();
     let mut writes = vec![Write::Run(run_id, run)];
-    if report.ok() {
-        // Every node converged: these are the declarations a later prune
-        // of a node removed from them will need.
+    if pruning.iter().all(|n| report.converged.contains(n)) {
+        // No prune is left undone: the declarations a later prune of a
+        // node removed from these will need. (A prune that did not finish
+        // keeps the older ones, which still hold its node.)
         writes.push(Write::Declarations(
             fleet
                 .files

@@ -309,8 +309,7 @@ impl Store {
         read_history_from(&self.read()?, &self.path, Some(node), limit)
     }
 
-    /// The declarations kept by the last converge that ended with every
-    /// node converged.
+    /// The declarations kept by the last converge that left no prune undone.
     pub fn declarations(&self) -> Result<BTreeMap<String, String>, StoreError> {
         declarations_from(&self.read()?, &self.path)
     }
@@ -520,8 +519,8 @@ pub fn read_history(
     read_file(path, |txn| read_history_from(txn, path, node, limit)).map(Option::unwrap_or_default)
 }
 
-/// The declarations kept by the last converge that ended with every node
-/// converged (empty when none did), read without holding the state file.
+/// The declarations kept by the last converge that left no prune undone
+/// (empty when there was none), read without holding the state file.
 pub fn read_declarations(path: &Path) -> Result<BTreeMap<String, String>, StoreError> {
     read_file(path, |txn| declarations_from(txn, path)).map(Option::unwrap_or_default)
 }

@@ -35,8 +35,8 @@ pub const NODE_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("
 /// Converge runs. Key: run id. Value: JSON [`super::records::RunRecord`].
 pub const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 
-/// The declarations of the last converge that ended with every node
-/// converged: each file's text (literal secrets blanked, as loaded) by its
+/// The declarations of the last converge that left no prune undone (one
+/// that failed keeps the older ones, which still hold its node): each file's text (literal secrets blanked, as loaded) by its
 /// path relative to the fleet directory. Replaced whole. What lets a node
 /// removed from the files be pruned by a later run or a restarted daemon,
 /// which no longer have its declaration. Key: path. Value: UTF-8 text.

@@ -383,7 +383,7 @@ fn two_nodes(prune: bool) -> TempFleet {
     ])
 }
 
-fn text(out: &std::process::Output) -> String {
+fn text_of(out: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -398,12 +398,12 @@ fn a_removed_node_is_pruned_by_a_later_reconcile_and_the_plan_says_so() {
     let fleet = two_nodes(true);
     let dir = fleet.path();
     let out = run(dir, &["reconcile"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", text_of(&out));
     assert_eq!(fake_bmc(dir, "n2")["power"], "power on");
     std::fs::remove_file(dir.join("nodes/b.toml")).unwrap();
 
     let plan = run(dir, &["reconcile", "--dry-run", "--detailed-exitcode"]);
-    let shown = text(&plan);
+    let shown = text_of(&plan);
     assert_eq!(plan.status.code(), Some(2), "{shown}");
     assert!(
         shown.contains("  - node n2 (active, power power on)"),
@@ -418,7 +418,7 @@ fn a_removed_node_is_pruned_by_a_later_reconcile_and_the_plan_says_so() {
     assert_eq!(plan["summary"]["prune"], 1);
 
     let out = run(dir, &["reconcile"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", text_of(&out));
     assert_eq!(fake_bmc(dir, "n2")["power"], "power off");
     assert_eq!(
         fake_bmc(dir, "n1")["power"],
@@ -438,7 +438,7 @@ fn a_removed_node_is_pruned_by_a_later_reconcile_and_the_plan_says_so() {
     assert!(actions.iter().any(|a| a == "prune"), "{actions:?}");
     drop(store);
     let again = run(dir, &["reconcile", "--dry-run", "--detailed-exitcode"]);
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(again.status.code(), Some(0), "{}", text_of(&again));
 }
 
 /// Without `prune`, a removal is in the plan as "left as it is", and a
@@ -451,7 +451,7 @@ fn a_removal_without_prune_is_planned_as_unmanage() {
     assert!(run(dir, &["reconcile"]).status.success());
     std::fs::remove_file(dir.join("nodes/b.toml")).unwrap();
     let plan = run(dir, &["reconcile", "--dry-run", "--detailed-exitcode"]);
-    let shown = text(&plan);
+    let shown = text_of(&plan);
     assert_eq!(plan.status.code(), Some(2), "{shown}");
     assert!(
         shown.contains("  ~ node n2 (active, power power on)"),
@@ -463,8 +463,8 @@ fn a_removal_without_prune_is_planned_as_unmanage() {
     );
     assert!(shown.contains("1 to unmanage"), "{shown}");
 
-    // The kept declarations are those of a converge that ended with every
-    // node converged; remove them as a state file from before would lack them.
+    // Without kept declarations (as in a state file from before they were
+    // kept), a prune cannot be done.
     {
         let store = store_of(dir);
         store
@@ -473,14 +473,53 @@ fn a_removal_without_prune_is_planned_as_unmanage() {
     }
     std::fs::write(dir.join("rivet.toml"), "[conductor]\nprune = true\n").unwrap();
     let plan = run(dir, &["reconcile", "--dry-run"]);
-    let shown = text(&plan);
+    let shown = text_of(&plan);
     assert!(
         shown.contains("note: prune = true, but its declaration is not kept"),
         "{shown}"
     );
     assert!(shown.contains("1 to unmanage"), "{shown}");
     let out = run(dir, &["reconcile"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", text_of(&out));
     assert_eq!(fake_bmc(dir, "n2")["power"], "power on", "left as it is");
     assert!(store_of(dir).node("n2").unwrap().unwrap().unmanaged);
+}
+
+/// A node in maintenance is left alone (as Ironic refuses to provision it)
+/// and converges once it leaves maintenance.
+#[test]
+fn a_node_in_maintenance_is_not_converged_until_it_leaves() {
+    let fleet = two_nodes(false);
+    let dir = fleet.path();
+    assert!(run(dir, &["reconcile"]).status.success());
+    {
+        let store = store_of(dir);
+        let mut n1 = store.node("n1").unwrap().unwrap();
+        n1.maintenance = true;
+        n1.fault = Some("power failure".into());
+        store.put_node("n1", &n1).unwrap();
+    }
+    let nodes = dir.join("nodes/a.toml");
+    let text = std::fs::read_to_string(&nodes).unwrap();
+    std::fs::write(&nodes, text.replace("power = \"on\"", "power = \"off\"")).unwrap();
+
+    let out = run(dir, &["reconcile"]);
+    let said = text_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("n1: not started: in maintenance (power failure)"),
+        "{said}"
+    );
+    assert_eq!(fake_bmc(dir, "n1")["power"], "power on", "left alone");
+
+    {
+        let store = store_of(dir);
+        let mut n1 = store.node("n1").unwrap().unwrap();
+        n1.maintenance = false;
+        n1.fault = None;
+        store.put_node("n1", &n1).unwrap();
+    }
+    let out = run(dir, &["reconcile"]);
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert_eq!(fake_bmc(dir, "n1")["power"], "power off");
 }
