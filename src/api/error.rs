@@ -17,6 +17,8 @@ pub enum ApiError {
     PathNotFound,
     #[error("Driver {0} could not be found.")]
     DriverNotFound(String),
+    #[error("Node history record {0} could not be found.")]
+    HistoryNotFound(String),
     #[error(
         "rivet's API is read-only: {method} {path} would change something. Change the declarations instead; rivet converges them."
     )]
@@ -89,7 +91,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            NodeNotFound(_) | PathNotFound | DriverNotFound(_) => StatusCode::NOT_FOUND,
+            NodeNotFound(_) | PathNotFound | DriverNotFound(_) | HistoryNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingMethod
             | NoHandler(_)

@@ -215,6 +215,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{id}/states", get(nodes::states))
         .route("/v1/nodes/{id}/states/{*change}", any(read_only))
         .route("/v1/nodes/{id}/history", get(nodes::history))
+        .route("/v1/nodes/{id}/history/{event}", get(nodes::history_event))
         .route(
             "/v1/nodes/{id}/vendor_passthru/methods",
             get(passthru::node_methods_list),

@@ -414,7 +414,35 @@ pub async fn states(State(state): State<ApiState>, Path(id): Path<String>) -> Ap
 }
 
 /// One history event in Ironic's shape, with rivet's own fields beside.
-fn history_item(host: &str, node_uuid: &str, e: &Event) -> Value {
+/// `GET /v1/nodes/{id}/history/{event}`: one event by the UUID the list
+/// gives it (or by its sequence number).
+pub async fn history_event(
+    State(state): State<ApiState>,
+    BaseUrl(base): BaseUrl,
+    Path((id, event)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let index = state.index();
+    let entry = find(&index, &id)?;
+    let store = Arc::clone(&state.store);
+    let name = entry.name.clone();
+    // A node keeps at most `history_max_entries` events: a short scan.
+    let events = tokio::task::spawn_blocking(move || store.node_history(&name, usize::MAX))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let host = &index.fleet.conductor.host;
+    events
+        .iter()
+        .map(|e| history_item(&base, host, &entry.uuid, e))
+        .find(|item| {
+            item["uuid"] == event.as_str()
+                || event.parse::<u64>().is_ok_and(|seq| item["seq"] == seq)
+        })
+        .map(|item| json_text(item.to_string()))
+        .ok_or(ApiError::HistoryNotFound(event))
+}
+
+fn history_item(base: &str, host: &str, node_uuid: &str, e: &Event) -> Value {
     let severity = match e.outcome {
         Outcome::Failed => "ERROR",
         _ => "INFO",
@@ -444,6 +472,7 @@ fn history_item(host: &str, node_uuid: &str, e: &Event) -> Value {
         "run_id": e.run_id,
         "protocol": e.protocol,
         "duration_ms": e.duration_ms,
+        "links": links(base, &format!("nodes/{node_uuid}/history/{uuid}")),
     })
 }
 
@@ -460,6 +489,7 @@ fn outcome_word(o: Outcome) -> &'static str {
 /// `GET /v1/nodes/{id}/history[?limit=N]`: the node's last events, oldest first.
 pub async fn history(
     State(state): State<ApiState>,
+    BaseUrl(base): BaseUrl,
     Path(id): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Response> {
@@ -484,7 +514,7 @@ pub async fn history(
     let host = &index.fleet.conductor.host;
     let items: Vec<Value> = events
         .iter()
-        .map(|e| history_item(host, &entry.uuid, e))
+        .map(|e| history_item(&base, host, &entry.uuid, e))
         .collect();
     Ok(json_text(json!({ "history": items }).to_string()))
 }

@@ -679,3 +679,46 @@ async fn health_says_what_is_wrong() {
     assert_eq!(doc["nodes"], 3);
     assert_eq!(doc["last_pass_age_seconds"], Value::Null);
 }
+
+#[tokio::test]
+async fn one_history_event_by_its_uuid_or_sequence_number() {
+    let api = Api::new();
+    let event = |node: &str, action: &str| {
+        rivet::store::Write::Event(rivet::store::records::Event::note(
+            node,
+            action,
+            rivet::store::records::Outcome::Noted,
+            "checked",
+            "2026-01-01T00:00:00Z".into(),
+        ))
+    };
+    api.shared
+        .store
+        .apply(&[
+            event("n1", "first"),
+            event("n2", "other"),
+            event("n1", "second"),
+        ])
+        .unwrap();
+    let (_, list) = api.get("/v1/nodes/n1/history").await;
+    let items = list["history"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let second = &items[1];
+    assert_eq!(second["event_type"], "second");
+    let uuid = second["uuid"].as_str().unwrap();
+    assert!(
+        second["links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/history/{uuid}"))
+    );
+    let (status, one) = api.get(&format!("/v1/nodes/n1/history/{uuid}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&one, second);
+    let (_, by_seq) = api.get("/v1/nodes/n1/history/3").await;
+    assert_eq!(&by_seq, second);
+    // Another node's event is not this node's.
+    let (status, body) = api.raw("/v1/nodes/n1/history/2").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(fault(&body), "Node history record 2 could not be found.");
+}

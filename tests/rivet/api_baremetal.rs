@@ -218,6 +218,31 @@ async fn the_baremetal_client_works_against_a_live_daemon() {
     })
     .await;
 
+    // The node's history through the client: the list, then one event by its UUID.
+    let events: Value =
+        serde_json::from_str(&cli.ok(&["node", "history", "list", "n1", "-f", "json"])).unwrap();
+    let events = events.as_array().unwrap();
+    let deploy = events
+        .iter()
+        .find(|e| {
+            e["event"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("deploy.deploy succeeded")
+        })
+        .unwrap_or_else(|| panic!("{events:?}"));
+    let id = deploy["uuid"].as_str().unwrap();
+    let one: Value =
+        serde_json::from_str(&cli.ok(&["node", "history", "get", "n1", id, "-f", "json"])).unwrap();
+    assert_eq!(one["uuid"], id, "{one}");
+    assert_eq!(one["event_type"], "deploy.deploy");
+    assert_eq!(one["severity"], "INFO");
+    let err = cli.fails(&["node", "history", "get", "n1", "no-such-event"]);
+    assert!(
+        err.contains("Node history record no-such-event could not be found. (HTTP 404)"),
+        "{err}"
+    );
+
     let driver_methods = cli.ok(&["driver", "passthru", "list", "acme-fake"]);
     assert!(
         driver_methods.contains("firmware_info") && driver_methods.contains("GET"),
