@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::cli_reconcile::plan_fleet;
+use crate::cli_reconcile::{Planned, plan_fleet};
 use crate::driver::fake::FakeBmcDir;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
@@ -22,7 +22,7 @@ use crate::reconcile::locks::{LocalLocks, NodeLocks};
 use crate::reconcile::pass::{PassOptions, has_work, run_pass};
 use crate::reconcile::runner::NodeOutcome;
 use crate::reconcile::{Ctx, Progress, Stop};
-use crate::store::{Snapshot, Store};
+use crate::store::Store;
 
 /// The shared context for converging `fleet` with a fresh lock table.
 pub fn context(fleet: Arc<Fleet>, journal: Journal) -> Arc<Ctx> {
@@ -53,26 +53,24 @@ pub fn context_with_locks(
     })
 }
 
-pub fn converge(
-    dir: &Path,
-    fleet: Fleet,
-    store: Arc<Store>,
-    snapshot: Snapshot,
-    plan: Plan,
-) -> std::io::Result<ExitCode> {
+pub fn converge(dir: &Path, planned: Planned, store: Arc<Store>) -> std::io::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(converge_async(dir, fleet, store, snapshot, plan))
+    runtime.block_on(converge_async(dir, planned, store))
 }
 
 async fn converge_async(
     dir: &Path,
-    fleet: Fleet,
+    planned: Planned,
     store: Arc<Store>,
-    mut snapshot: Snapshot,
-    mut plan: Plan,
 ) -> std::io::Result<ExitCode> {
+    let Planned {
+        fleet,
+        mut snapshot,
+        mut plan,
+        mut previous,
+    } = planned;
     let started = Instant::now();
     if !has_work(&plan, &snapshot) {
         println!("\nNothing to do: every node matches its declaration.");
@@ -109,6 +107,7 @@ async fn converge_async(
             &snapshot,
             PassOptions {
                 workers,
+                previous: previous.as_ref(),
                 ..PassOptions::default()
             },
             stop.clone(),
@@ -147,10 +146,11 @@ async fn converge_async(
             break;
         }
         match plan_fleet(dir, false, Some(&store)) {
-            Ok((f, s, p)) => {
-                fleet = Arc::new(f);
-                snapshot = s;
-                plan = p;
+            Ok(replanned) => {
+                fleet = Arc::new(replanned.fleet);
+                snapshot = replanned.snapshot;
+                plan = replanned.plan;
+                previous = replanned.previous;
             }
             Err(_) => break,
         }

@@ -24,6 +24,15 @@ pub enum PlanError {
     SavedPlan(String),
 }
 
+/// A plan with what it was made from.
+pub struct Planned {
+    pub fleet: Fleet,
+    pub snapshot: Snapshot,
+    pub plan: Plan,
+    /// The kept declarations, read only when a removed node is to be pruned.
+    pub previous: Option<Fleet>,
+}
+
 /// Load, observe (and optionally refresh), and plan. With `store`, the
 /// observed state comes from that open store; otherwise the state file is
 /// read without being created or changed.
@@ -31,7 +40,7 @@ pub fn plan_fleet(
     dir: &Path,
     refresh: bool,
     store: Option<&crate::store::Store>,
-) -> Result<(Fleet, Snapshot, Plan), PlanError> {
+) -> Result<Planned, PlanError> {
     plan_loaded(load_valid(dir)?, refresh, store)
 }
 
@@ -50,7 +59,7 @@ pub fn plan_loaded(
     fleet: Fleet,
     refresh: bool,
     store: Option<&crate::store::Store>,
-) -> Result<(Fleet, Snapshot, Plan), PlanError> {
+) -> Result<Planned, PlanError> {
     let snapshot = match store {
         Some(store) => Snapshot::of(store)?,
         None => Snapshot::read(&fleet.conductor.state)?,
@@ -86,7 +95,12 @@ pub fn plan_loaded(
                 None => crate::store::read_declarations(&fleet.conductor.state),
             });
             plan.add_removed(&fleet, &snapshot, previous.as_ref());
-            Ok((fleet, snapshot, plan))
+            Ok(Planned {
+                fleet,
+                snapshot,
+                plan,
+                previous,
+            })
         }
         Err(problems) => {
             print_problems(&problems);
@@ -146,22 +160,23 @@ pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
             Err(e) => return Ok(fail(&PlanError::Store(e))),
         }
     };
-    let (fleet, snapshot, plan) = match plan_loaded(fleet, args.refresh, store.as_deref()) {
+    let planned = match plan_loaded(fleet, args.refresh, store.as_deref()) {
         Ok(p) => p,
         Err(e) => return Ok(fail(&e)),
     };
+    let plan = &planned.plan;
     if let Some(saved) = &args.plan
-        && let Err(e) = check_saved(saved, &plan)
+        && let Err(e) = check_saved(saved, plan)
     {
         return Ok(fail(&e));
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match args.format {
-        Format::Json => print!("{}", render::json(&plan)),
-        Format::Human => print!("{}", render::human(&plan, color)),
+        Format::Json => print!("{}", render::json(plan)),
+        Format::Human => print!("{}", render::human(plan, color)),
     }
     if let Some(out) = &args.out {
-        std::fs::write(out, render::json(&plan))?;
+        std::fs::write(out, render::json(plan))?;
         eprintln!(
             "Saved the plan to {} ({}).",
             out.display(),
@@ -169,7 +184,7 @@ pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
         );
     }
     match store {
-        Some(store) => crate::cli_converge::converge(&args.dir, fleet, store, snapshot, plan),
+        Some(store) => crate::cli_converge::converge(&args.dir, planned, store),
         None => {
             let code = if args.detailed_exitcode && plan.summary.has_changes() {
                 2

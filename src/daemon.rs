@@ -331,6 +331,11 @@ fn start_pass(
     );
     let ctx = shared.ctx();
     let workers = fleet.conductor.workers as usize;
+    // Without the declarations before an edit (just started), a prune takes
+    // the removed node's BMC from the kept declarations.
+    let previous = previous.or_else(|| {
+        plan::previous_declarations(&fleet, &snapshot, || shared.store.declarations()).map(Arc::new)
+    });
     tokio::spawn(async move {
         let options = PassOptions {
             previous: previous.as_deref(),

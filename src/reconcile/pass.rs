@@ -65,7 +65,9 @@ fn noted(node: &str, action: &str, detail: &str) -> Event {
 /// How a pass runs.
 #[derive(Default)]
 pub struct PassOptions<'a> {
-    /// The last declarations of removed nodes, for `prune = true`.
+    /// The last declarations of removed nodes, for `prune = true`: the
+    /// daemon's before an edit, or the state file's kept ones
+    /// (`plan::previous_declarations`).
     pub previous: Option<&'a Fleet>,
     /// Nodes backing off after failures: they wait for a later pass.
     pub exclude: std::collections::BTreeSet<String>,
@@ -88,16 +90,6 @@ pub async fn run_pass(
     } = options;
     let fleet = Arc::clone(&ctx.fleet);
     let store = Arc::clone(ctx.journal.store());
-    // Without the declarations before an edit (a new process), a prune
-    // takes the removed node's BMC from the kept declarations.
-    let kept;
-    let previous = match previous {
-        Some(p) => Some(p),
-        None => {
-            kept = crate::plan::previous_declarations(&fleet, snapshot, || store.declarations());
-            kept.as_ref()
-        }
-    };
     let run_id = store
         .next_run_id()
         .map_err(|e| super::journal::JournalError(e.to_string()))?;
