@@ -423,23 +423,35 @@ pub async fn history_event(
 ) -> ApiResult<Response> {
     let index = state.index();
     let entry = find(&index, &id)?;
-    let store = Arc::clone(&state.store);
-    let name = entry.name.clone();
     // A node keeps at most `history_max_entries` events: a short scan.
-    let events = tokio::task::spawn_blocking(move || store.node_history(&name, usize::MAX))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let host = &index.fleet.conductor.host;
+    let events = node_events(&state, &entry.name, usize::MAX).await?;
+    let seq = event.parse::<u64>().ok();
     events
         .iter()
-        .map(|e| history_item(&base, host, &entry.uuid, e))
-        .find(|item| {
-            item["uuid"] == event.as_str()
-                || event.parse::<u64>().is_ok_and(|seq| item["seq"] == seq)
+        .find(|e| Some(e.seq) == seq || event_uuid(&entry.uuid, e.seq).to_string() == event)
+        .map(|e| {
+            let host = &index.fleet.conductor.host;
+            json_text(history_item(&base, host, &entry.uuid, e).to_string())
         })
-        .map(|item| json_text(item.to_string()))
         .ok_or(ApiError::HistoryNotFound(event))
+}
+
+/// A node's last `limit` events, read off the async threads.
+async fn node_events(state: &ApiState, node: &str, limit: usize) -> ApiResult<Vec<Event>> {
+    let store = Arc::clone(&state.store);
+    let name = node.to_string();
+    tokio::task::spawn_blocking(move || store.node_history(&name, limit))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+/// An event's UUID: stable, derived from its node and sequence number.
+fn event_uuid(node_uuid: &str, seq: u64) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{node_uuid}/{seq}").as_bytes(),
+    )
 }
 
 fn history_item(base: &str, host: &str, node_uuid: &str, e: &Event) -> Value {
@@ -452,11 +464,7 @@ fn history_item(base: &str, host: &str, node_uuid: &str, e: &Event) -> Value {
         text.push_str(": ");
         text.push_str(d);
     }
-    // Stable per event: derived from the node and the sequence number.
-    let uuid = uuid::Uuid::new_v5(
-        &uuid::Uuid::NAMESPACE_OID,
-        format!("{node_uuid}/{}", e.seq).as_bytes(),
-    );
+    let uuid = event_uuid(node_uuid, e.seq);
     json!({
         "uuid": uuid.to_string(),
         "created_at": e.at,
@@ -505,12 +513,7 @@ pub async fn history(
                 }
             })?,
         };
-    let store = Arc::clone(&state.store);
-    let name = entry.name.clone();
-    let events = tokio::task::spawn_blocking(move || store.node_history(&name, limit))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let events = node_events(&state, &entry.name, limit).await?;
     let host = &index.fleet.conductor.host;
     let items: Vec<Value> = events
         .iter()
