@@ -466,10 +466,25 @@ fn get_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Every record of a table keyed by name, as JSON.
 fn read_all<T: serde::de::DeserializeOwned>(
     txn: &ReadTransaction,
     table: TableDefinition<&str, &[u8]>,
     path: &Path,
+) -> Result<BTreeMap<String, T>, StoreError> {
+    read_table(txn, table, path, |key, bytes| {
+        serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::other(path, format!("record `{key}`: {e}")))
+    })
+}
+
+/// Every entry of a table keyed by name, each value decoded by `decode`;
+/// a table not created yet is empty.
+fn read_table<T>(
+    txn: &ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    path: &Path,
+    decode: impl Fn(&str, &[u8]) -> Result<T, StoreError>,
 ) -> Result<BTreeMap<String, T>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
     let t = match txn.open_table(table) {
@@ -480,9 +495,7 @@ fn read_all<T: serde::de::DeserializeOwned>(
     let mut out = BTreeMap::new();
     for entry in t.iter().map_err(|e| err(e.into()))? {
         let (k, v) = entry.map_err(|e| err(e.into()))?;
-        let record = serde_json::from_slice(v.value())
-            .map_err(|e| StoreError::other(path, format!("record `{}`: {e}", k.value())))?;
-        out.insert(k.value().to_string(), record);
+        out.insert(k.value().to_string(), decode(k.value(), v.value())?);
     }
     Ok(out)
 }
@@ -529,19 +542,9 @@ fn declarations_from(
     txn: &ReadTransaction,
     path: &Path,
 ) -> Result<BTreeMap<String, String>, StoreError> {
-    let err = |e: redb::Error| StoreError::other(path, e);
-    let table = match txn.open_table(DECLARATIONS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-        Err(e) => return Err(err(e.into())),
-    };
-    let mut out = BTreeMap::new();
-    for entry in table.iter().map_err(|e| err(e.into()))? {
-        let (k, v) = entry.map_err(|e| err(e.into()))?;
-        let text = String::from_utf8_lossy(v.value()).into_owned();
-        out.insert(k.value().to_string(), text);
-    }
-    Ok(out)
+    read_table(txn, DECLARATIONS, path, |_, text| {
+        Ok(String::from_utf8_lossy(text).into_owned())
+    })
 }
 
 /// A read-only view of a state file, for planning without changing anything.
