@@ -94,12 +94,11 @@ fn main() {
     fleetgen::write_fleet(
         dir.path(),
         &fleetgen::Shape {
-            nodes: NODES,
-            files: 100,
             rollout_groups: 1,
             chain: 0,
             templates: 0,
             fake_latency: Some("0ms"),
+            ..fleetgen::Shape::mixed(NODES)
         },
     );
     converged_store(dir.path());

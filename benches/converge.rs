@@ -12,11 +12,13 @@
 mod daemon_process;
 #[path = "common/fleetgen.rs"]
 mod fleetgen;
+#[path = "common/reconcile.rs"]
+mod reconcile;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use daemon_process::DaemonProcess;
+use reconcile::timed_reconcile;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,12 +29,10 @@ fn fleet(dir: &Path, nodes: usize, chain: usize, latency: &'static str) {
     fleetgen::write_fleet(
         dir,
         &fleetgen::Shape {
-            nodes,
-            files: 100,
-            rollout_groups: 10,
             chain,
             templates: 0,
             fake_latency: Some(latency),
+            ..fleetgen::Shape::mixed(nodes)
         },
     );
 }
@@ -41,20 +41,7 @@ fn converge_1000() {
     let dir = tempfile::tempdir().unwrap();
     let chain = 20;
     fleet(dir.path(), 1000, chain, "200ms");
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_rivet"))
-        .arg("reconcile")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let wall = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (wall, _) = timed_reconcile(dir.path(), &[]);
     // The BMC calls a node made, counted from the history rather than assumed
     // (verify, inspect, power off, deploy.deploy, power on for these nodes).
     let state = rivet::model::fleet::load(dir.path()).fleet.conductor.state;
@@ -117,6 +104,15 @@ fn sweep_10000() {
     }
 }
 
+/// A process's resident memory now and at its peak.
+fn memory(pid: u32) -> String {
+    format!(
+        "RSS {:.1} MB (peak {:.1} MB)",
+        rss_kb(pid, "VmRSS:") as f64 / 1024.0,
+        rss_kb(pid, "VmHWM:") as f64 / 1024.0
+    )
+}
+
 fn rss_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -144,21 +140,17 @@ fn daemon_rss_10000() {
     let converge = start.elapsed().as_secs_f64();
     // Idle: nothing is pending; the reading waits for memory handed back.
     std::thread::sleep(Duration::from_secs(2));
-    let pid = daemon.child.id();
     println!(
-        "daemon with 10000 nodes: first converge {converge:.1} s; idle RSS after it {:.1} MB (peak {:.1} MB)",
-        rss_kb(pid, "VmRSS:") as f64 / 1024.0,
-        rss_kb(pid, "VmHWM:") as f64 / 1024.0
+        "daemon with 10000 nodes: first converge {converge:.1} s; idle {}",
+        memory(daemon.child.id())
     );
     daemon.stop();
     // The steady state: a daemon started on the converged fleet.
     let daemon = DaemonProcess::start(dir.path(), "info", &[], Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
-    let pid = daemon.child.id();
     println!(
-        "daemon with 10000 converged nodes, restarted and idle: RSS {:.1} MB (peak {:.1} MB)",
-        rss_kb(pid, "VmRSS:") as f64 / 1024.0,
-        rss_kb(pid, "VmHWM:") as f64 / 1024.0
+        "daemon with 10000 converged nodes, restarted and idle: {}",
+        memory(daemon.child.id())
     );
     daemon.stop();
     // For profiling the same fleet by hand (heaptrack, /proc/PID/smaps).

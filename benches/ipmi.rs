@@ -9,6 +9,8 @@
 #[allow(dead_code)]
 #[path = "../tests/rivet/ipmi_bed.rs"]
 mod ipmi_bed;
+#[path = "common/reconcile.rs"]
+mod reconcile;
 
 /// What the test bed needs of the test support module.
 mod support {
@@ -18,10 +20,11 @@ mod support {
 }
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use ipmi_bed::IpmiBed;
+use reconcile::timed_reconcile;
 
 const BMCS: usize = 20;
 const ROUNDS: usize = 3;
@@ -48,21 +51,7 @@ fn fleet(dir: &Path, bed: &IpmiBed, power: &str) {
 }
 
 fn reconcile(dir: &Path, bed: &IpmiBed) -> (f64, Output) {
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_rivet"))
-        .arg("reconcile")
-        .arg(dir)
-        .env("SIM_BMC_PASSWORD", &bed.password)
-        .output()
-        .unwrap();
-    let wall = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (wall, out)
+    timed_reconcile(dir, &[("SIM_BMC_PASSWORD", &bed.password)])
 }
 
 /// ipmitool run by hand the way rivet runs it: `power on`, the gap, `power

@@ -22,17 +22,7 @@ fn main() {
     let mut results = Vec::new();
     for nodes in [10_000usize, 100_000] {
         let dir = tempfile::tempdir().unwrap();
-        fleetgen::write_fleet(
-            dir.path(),
-            &fleetgen::Shape {
-                nodes,
-                files: 100,
-                rollout_groups: 10,
-                chain: 20,
-                templates: 3,
-                fake_latency: None,
-            },
-        );
+        fleetgen::write_fleet(dir.path(), &fleetgen::Shape::mixed(nodes));
         let runs = if nodes > 10_000 { 3 } else { 5 };
         let (mut load_t, mut plan_t) = (Vec::new(), Vec::new());
         for _ in 0..runs {

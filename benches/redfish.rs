@@ -4,9 +4,14 @@
 //!
 //! Needs sushy-tools in `.venv` (see .ci/run). `cargo bench --bench redfish`
 
+#[path = "common/reconcile.rs"]
+mod reconcile;
+
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use reconcile::timed_reconcile;
 
 fn main() {
     let systems = 200;
@@ -62,18 +67,7 @@ fn main() {
         ));
     }
     std::fs::write(fleet.join("nodes/rf.toml"), nodes).unwrap();
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_rivet"))
-        .arg("reconcile")
-        .arg(&fleet)
-        .output()
-        .unwrap();
-    let wall = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (wall, _) = timed_reconcile(&fleet, &[]);
     println!(
         "power on {systems} Redfish systems on one sushy-tools process: {wall:.1} s; floor (the emulator's slowest apply delay) 11 s; ratio {:.2}",
         wall / 11.0

@@ -17,17 +17,7 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000);
     let dir = tempfile::tempdir().unwrap();
-    fleetgen::write_fleet(
-        dir.path(),
-        &fleetgen::Shape {
-            nodes,
-            files: 100,
-            rollout_groups: 10,
-            chain: 20,
-            templates: 3,
-            fake_latency: None,
-        },
-    );
+    fleetgen::write_fleet(dir.path(), &fleetgen::Shape::mixed(nodes));
 
     let mut times: Vec<Duration> = Vec::new();
     for _ in 0..7 {

@@ -17,6 +17,22 @@ pub struct Shape {
     pub fake_latency: Option<&'static str>,
 }
 
+impl Shape {
+    /// The fleet the validate and plan benchmarks measure, and the others
+    /// start from: 100 files, 10 rollout groups, depends_on chains of 20,
+    /// 3 deploy templates, fake-hardware, ipmi and redfish nodes in turn.
+    pub fn mixed(nodes: usize) -> Self {
+        Self {
+            nodes,
+            files: 100,
+            rollout_groups: 10,
+            chain: 20,
+            templates: 3,
+            fake_latency: None,
+        }
+    }
+}
+
 pub fn write_fleet(dir: &Path, shape: &Shape) {
     std::fs::create_dir_all(dir.join("nodes")).unwrap();
     std::fs::create_dir_all(dir.join("drivers")).unwrap();
