@@ -8,7 +8,7 @@ use rivet::driver::ErrorKind;
 use rivet::driver::exec::ExecPlugin;
 use serde_json::json;
 
-use crate::support::{TempFleet, root};
+use crate::support::{TempFleet, root, rt};
 
 fn node(dir: &Path) -> rivet::model::node::Node {
     let loaded = rivet::model::fleet::load(dir);
@@ -33,13 +33,6 @@ fn script(body: &str) -> (TempFleet, ExecPlugin) {
         needs_secrets: false,
     };
     (fleet, plugin)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::fault_server::{FaultServer, json};
 use crate::redfish_bed::{ImageServer, Sushy, SushyOptions, free_port, skipped, system_id};
-use crate::support::TempFleet;
+use crate::support::{TempFleet, rt};
 
 fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rivet"));
@@ -162,13 +162,6 @@ fn one_node(address: &str, extra: &str) -> TempFleet {
             "[[node]]\nname = \"n1\"\ndriver = \"redfish\"\nbmc = {{ address = \"{address}\"{extra} }}\n"
         ),
     )])
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]
