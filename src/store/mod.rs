@@ -397,37 +397,31 @@ fn read_history_from(
     limit: usize,
 ) -> Result<Vec<Event>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
-    let table = match txn.open_table(HISTORY) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(err(e.into())),
+    let Some(table) = open_existing(txn, HISTORY, path)? else {
+        return Ok(Vec::new());
     };
     let decode = |bytes: &[u8]| -> Result<Event, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| StoreError::other(path, e))
     };
     // One node's events through the index; a state file from before it
     // (read without upgrading it) falls back to the scan below.
-    if let Some(node) = node {
-        match txn.open_table(NODE_EVENTS) {
-            Ok(index) => {
-                let mut out = Vec::new();
-                let newest_first = index
-                    .range((node, 0)..=(node, u64::MAX))
-                    .map_err(|e| err(e.into()))?
-                    .rev()
-                    .take(limit);
-                for entry in newest_first {
-                    let (key, _) = entry.map_err(|e| err(e.into()))?;
-                    if let Some(v) = table.get(key.value().1).map_err(|e| err(e.into()))? {
-                        out.push(decode(v.value())?);
-                    }
-                }
-                out.reverse();
-                return Ok(out);
+    if let Some(node) = node
+        && let Some(index) = open_existing(txn, NODE_EVENTS, path)?
+    {
+        let mut out = Vec::new();
+        let newest_first = index
+            .range((node, 0)..=(node, u64::MAX))
+            .map_err(|e| err(e.into()))?
+            .rev()
+            .take(limit);
+        for entry in newest_first {
+            let (key, _) = entry.map_err(|e| err(e.into()))?;
+            if let Some(v) = table.get(key.value().1).map_err(|e| err(e.into()))? {
+                out.push(decode(v.value())?);
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(err(e.into())),
         }
+        out.reverse();
+        return Ok(out);
     }
     let mut out = Vec::new();
     // Newest first, so a per-node limit stops early.
@@ -436,14 +430,27 @@ fn read_history_from(
             break;
         }
         let (_, v) = entry.map_err(|e| err(e.into()))?;
-        let event: Event =
-            serde_json::from_slice(v.value()).map_err(|e| StoreError::other(path, e))?;
+        let event = decode(v.value())?;
         if node.is_none_or(|n| n == event.node) {
             out.push(event);
         }
     }
     out.reverse();
     Ok(out)
+}
+
+/// A table as a read transaction sees it; None when no write created it yet
+/// (a new or older state file read without upgrading it).
+fn open_existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    table: TableDefinition<K, V>,
+    path: &Path,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(StoreError::other(path, redb::Error::from(e))),
+    }
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(
@@ -453,10 +460,8 @@ fn get_json<T: serde::de::DeserializeOwned>(
     path: &Path,
 ) -> Result<Option<T>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
-    let t = match txn.open_table(table) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(err(e.into())),
+    let Some(t) = open_existing(txn, table, path)? else {
+        return Ok(None);
     };
     match t.get(key).map_err(|e| err(e.into()))? {
         Some(v) => serde_json::from_slice(v.value())
@@ -487,10 +492,8 @@ fn read_table<T>(
     decode: impl Fn(&str, &[u8]) -> Result<T, StoreError>,
 ) -> Result<BTreeMap<String, T>, StoreError> {
     let err = |e: redb::Error| StoreError::other(path, e);
-    let t = match txn.open_table(table) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-        Err(e) => return Err(err(e.into())),
+    let Some(t) = open_existing(txn, table, path)? else {
+        return Ok(BTreeMap::new());
     };
     let mut out = BTreeMap::new();
     for entry in t.iter().map_err(|e| err(e.into()))? {
@@ -566,15 +569,13 @@ impl Snapshot {
     }
 
     fn from_txn(txn: &ReadTransaction, path: &Path) -> Result<Self, StoreError> {
-        let err = |e: redb::Error| StoreError::other(path, e);
-        let version = match txn.open_table(META) {
-            Ok(meta) => meta
+        let version = match open_existing(txn, META, path)? {
+            Some(meta) => meta
                 .get("schema_version")
-                .map_err(|e| err(e.into()))?
+                .map_err(|e| StoreError::other(path, e))?
                 .map(|v| v.value())
                 .unwrap_or(0),
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(err(e.into())),
+            None => 0,
         };
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew {
