@@ -89,7 +89,7 @@ fn sweep_10000() {
     // First sweep: every BMC is off while on is declared, so every node's
     // drift is enforced. Second sweep: all in sync, reads only.
     for what in ["enforcing drift on every node", "all in sync"] {
-        let ctx = rivet::cli_converge::context(Arc::clone(&fleet), journal.clone());
+        let ctx = rivet::conductor::context::context(Arc::clone(&fleet), journal.clone());
         let start = Instant::now();
         let report = runtime.block_on(rivet::reconcile::power_sync::sweep(
             ctx,

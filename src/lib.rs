@@ -1,12 +1,11 @@
 //! rivet: a declarative bare-metal provisioning reconciler.
 //!
-//! See docs/ARCHITECTURE.md for the map of the code.
+//! See docs/ARCHITECTURE.md for the map of the code. The modules are listed
+//! in their layer order: each may use those above it, never one below.
 
 pub mod api;
 pub mod cli;
-pub mod cli_converge;
-mod cli_reconcile;
-mod cli_status;
+pub mod conductor;
 pub mod config;
 pub mod daemon;
 pub mod diag;

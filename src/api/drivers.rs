@@ -11,15 +11,13 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
 use super::version::{BaseUrl, links};
-use crate::cli::driver_json;
+use crate::conductor::drivers::{self as conductor_drivers, driver_json};
 use crate::model::fleet::Fleet;
 use crate::model::hardware::{BmcFamily, HardwareType};
 
 /// An enabled hardware type by name.
 pub fn enabled_type<'a>(fleet: &'a Fleet, name: &str) -> ApiResult<&'a HardwareType> {
-    fleet
-        .hardware_type(name)
-        .filter(|t| fleet.hardware.enabled_types.contains(&t.name))
+    conductor_drivers::enabled_type(fleet, name)
         .ok_or_else(|| ApiError::DriverNotFound(name.to_string()))
 }
 
@@ -45,10 +43,7 @@ pub async fn list(
     let detail = params
         .get("detail")
         .is_some_and(|d| d.eq_ignore_ascii_case("true") || d == "1");
-    let drivers: Vec<Value> = fleet
-        .types
-        .iter()
-        .filter(|t| fleet.hardware.enabled_types.contains(&t.name))
+    let drivers: Vec<Value> = conductor_drivers::enabled(&fleet)
         .map(|hw| document(&fleet, hw, detail, &base))
         .collect();
     Ok(Json(json!({ "drivers": drivers })))

@@ -10,7 +10,6 @@ pub mod client;
 pub mod drivers;
 pub mod error;
 pub mod index;
-pub mod metrics;
 pub mod nodes;
 pub mod passthru;
 pub mod version;
@@ -26,30 +25,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get};
 use serde_json::json;
-use tokio_util::task::TaskTracker;
 
-use crate::driver::registry::Registry;
+use crate::conductor::Conductor;
+use crate::conductor::metrics;
 use crate::model::fleet::Fleet;
-use crate::reconcile::journal::Journal;
-use crate::reconcile::locks::NodeLocks;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use error::{ApiError, ApiResult};
 use index::{NodeCache, NodeIndex};
-use metrics::Metrics;
-use passthru::Scope;
-
-/// What the API reads of the running conductor (the daemon).
-pub trait Conductor: Send + Sync {
-    /// The declarations in force.
-    fn fleet(&self) -> Arc<Fleet>;
-    /// The drivers passthru calls go through.
-    fn registry(&self) -> Arc<Registry>;
-    fn watcher_alive(&self) -> bool;
-    /// When the last converge pass finished.
-    fn last_pass(&self) -> Option<Instant>;
-    /// Problems of the last reload that failed.
-    fn declaration_problems(&self) -> usize;
-}
 
 /// How the API guards itself.
 #[derive(Clone)]
@@ -115,18 +97,13 @@ impl ApiOptions {
     }
 }
 
-/// Everything the handlers share.
+/// Everything the handlers share: the conductor they call, and the node
+/// index and list pages they answer reads from.
 pub struct Inner {
-    pub conductor: Arc<dyn Conductor>,
-    pub store: Arc<Store>,
-    pub journal: Journal,
-    pub locks: Arc<dyn NodeLocks>,
-    pub metrics: Arc<Metrics>,
+    pub conductor: Arc<Conductor>,
     pub options: ApiOptions,
     nodes: NodeCache,
     pages: nodes::PageCache,
-    /// Async passthru calls still running; shutdown waits for them.
-    calls: TaskTracker,
 }
 
 #[derive(Clone)]
@@ -140,25 +117,13 @@ impl std::ops::Deref for ApiState {
 }
 
 impl ApiState {
-    pub fn new(
-        conductor: Arc<dyn Conductor>,
-        store: Arc<Store>,
-        journal: Journal,
-        locks: Arc<dyn NodeLocks>,
-        metrics: Arc<Metrics>,
-        options: ApiOptions,
-    ) -> Result<Self, StoreError> {
-        let nodes = NodeCache::new(&store, conductor.fleet())?;
+    pub fn new(conductor: Arc<Conductor>, options: ApiOptions) -> Result<Self, StoreError> {
+        let nodes = NodeCache::new(&conductor.store, conductor.fleet())?;
         Ok(Self(Arc::new(Inner {
             conductor,
-            store,
-            journal,
-            locks,
-            metrics,
             options,
             nodes,
             pages: nodes::PageCache::default(),
-            calls: TaskTracker::new(),
         })))
     }
 
@@ -181,21 +146,6 @@ impl ApiState {
                 () = shutdown.cancelled() => break,
             }
         }
-    }
-
-    /// Wait for async passthru calls in flight, so their results are
-    /// recorded before the store closes.
-    pub async fn wait_for_calls(&self) {
-        self.calls.close();
-        self.calls.wait().await;
-    }
-
-    /// Count a passthru call by its status code and answer it.
-    fn finish_call(&self, scope: Scope, result: ApiResult<Response>) -> Response {
-        let response = result.unwrap_or_else(IntoResponse::into_response);
-        self.metrics
-            .passthru_call(scope, response.status().as_u16());
-        response
     }
 }
 
@@ -363,7 +313,7 @@ async fn nodes_detail(
 
 /// `GET /healthz`: 200 when the store answers and the watcher runs, else 503.
 async fn healthz(State(state): State<ApiState>) -> Response {
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.conductor.store);
     let store_check = tokio::task::spawn_blocking(move || store.node(""))
         .await
         .map_err(|e| e.to_string())
@@ -396,7 +346,7 @@ async fn metrics_text(State(state): State<ApiState>) -> Response {
         *by_state.entry(e.provision_state()).or_default() += 1;
         maintenance += u64::from(e.maintenance());
     }
-    let text = state.metrics.render(&metrics::Gauges {
+    let text = state.conductor.metrics.render(&metrics::Gauges {
         nodes_by_state: by_state,
         maintenance,
         watcher_alive: state.conductor.watcher_alive(),

@@ -55,7 +55,7 @@ fn node_links(out: &mut String, base: &str, uuid: &str) {
 fn write_detail(out: &mut String, state: &ApiState, fleet: &Fleet, entry: &NodeEntry, base: &str) {
     out.push_str(entry.detail_prefix(fleet));
     // Who holds the node's lock is live state, never cached.
-    match state.locks.holder(&entry.name) {
+    match state.conductor.locks.holder(&entry.name) {
         Some(_) => {
             let _ = write!(out, ",\"reservation\":{}", json!(fleet.conductor.host));
         }
@@ -88,6 +88,7 @@ fn selected(
         "reservation".into(),
         json!(
             state
+                .conductor
                 .locks
                 .holder(&entry.name)
                 .map(|_| &fleet.conductor.host)
@@ -438,7 +439,7 @@ pub async fn history_event(
 
 /// A node's last `limit` events, read off the async threads.
 async fn node_events(state: &ApiState, node: &str, limit: usize) -> ApiResult<Vec<Event>> {
-    let store = Arc::clone(&state.store);
+    let store = Arc::clone(&state.conductor.store);
     let name = node.to_string();
     tokio::task::spawn_blocking(move || store.node_history(&name, limit))
         .await

@@ -1,46 +1,39 @@
-//! Vendor passthru, node and driver, with Ironic's rules: the method must
-//! exist, accept the HTTP verb and get its required arguments; a method that
-//! needs the exclusive lock meets a busy node with 409; a sync method
-//! answers 200 with its return value, an async one 202 at once while the
-//! call goes on in the background (under the node lock) and its result is
-//! recorded in the node's history.
+//! Vendor passthru over HTTP, node and driver: the handlers read the method
+//! name and the JSON body (Ironic checks those first), resolve the node or
+//! driver, and hand the call to `conductor::passthru`, which checks it
+//! against the declared methods, takes the node lock, calls and records.
+//! Its answers become Ironic's status codes here: 200 with the value, 202
+//! for an async call, 400/404/409 with Ironic's messages.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::ApiState;
 use super::drivers::enabled_type;
 use super::error::{ApiError, ApiResult};
-use crate::model::catalog::{InterfaceImpl, Support};
+use crate::conductor::passthru::{
+    Answer, PassthruError, Scope, driver_methods, listing, node_methods,
+};
 use crate::model::fleet::Fleet;
-use crate::model::hardware::HardwareType;
 use crate::model::node::Node;
-use crate::model::step::PassthruMethod;
-use crate::reconcile::now;
-use crate::store::Write;
-use crate::store::records::{Event, Outcome};
-use crate::vocab::InterfaceType;
 
-/// Which passthru a call went through, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    Node,
-    Driver,
-}
-
-impl Scope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Node => "node",
-            Scope::Driver => "driver",
+impl From<PassthruError> for ApiError {
+    fn from(e: PassthruError) -> Self {
+        match e {
+            PassthruError::NoHandler(method) => ApiError::NoHandler(method),
+            PassthruError::WrongVerb { method, verb } => ApiError::WrongVerb { method, verb },
+            PassthruError::MissingArgument { arg, method } => {
+                ApiError::MissingArgument { arg, method }
+            }
+            PassthruError::Locked { node, host } => ApiError::NodeLocked { node, host },
+            PassthruError::Driver(e) => ApiError::Driver(e),
         }
     }
 }
@@ -80,76 +73,18 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// Check a call against the declared methods, in Ironic's order.
-fn check<'a>(
-    methods: &'a [PassthruMethod],
+/// The method name and arguments of a call, in Ironic's order: the method
+/// first, then the body.
+fn method_and_arguments(
     params: &BTreeMap<String, String>,
-    verb: &Method,
     body: Result<Bytes, BytesRejection>,
     limit: usize,
-) -> ApiResult<(&'a PassthruMethod, Map<String, Value>)> {
+) -> ApiResult<(String, Map<String, Value>)> {
     let name = params
         .get("method")
         .filter(|m| !m.is_empty())
         .ok_or(ApiError::MissingMethod)?;
-    let args = arguments(body, limit)?;
-    let method = methods
-        .iter()
-        .find(|m| &m.method == name)
-        .ok_or_else(|| ApiError::NoHandler(name.clone()))?;
-    if !method.http_methods.iter().any(|v| v == verb.as_str()) {
-        return Err(ApiError::WrongVerb {
-            method: name.clone(),
-            verb: verb.to_string(),
-        });
-    }
-    if let Some((arg, _)) = method
-        .args
-        .iter()
-        .find(|(arg, info)| info.required && args.get(*arg).is_none_or(Value::is_null))
-    {
-        return Err(ApiError::MissingArgument {
-            arg: arg.clone(),
-            method: name.clone(),
-        });
-    }
-    Ok((method, args))
-}
-
-/// Ironic's listing of methods; the node listing adds the lock flag.
-fn listing(methods: &[PassthruMethod], scope: Scope) -> Value {
-    let map: Map<String, Value> = methods
-        .iter()
-        .map(|m| {
-            let mut doc = json!({
-                "http_methods": m.http_methods,
-                "async": m.is_async,
-                "description": m.description,
-                "attach": m.attach,
-            });
-            if scope == Scope::Node {
-                doc["require_exclusive_lock"] = json!(m.require_exclusive_lock);
-            }
-            (m.method.clone(), doc)
-        })
-        .collect();
-    Value::Object(map)
-}
-
-fn node_methods<'a>(fleet: &'a Fleet, node: &Node) -> &'a [PassthruMethod] {
-    fleet
-        .interface_of(node, InterfaceType::Vendor)
-        .map_or(&[], |v| &v.passthru[..])
-}
-
-/// The interface a hardware type's driver-level calls go through, when it
-/// has driver-level methods: its default vendor interface, if a plugin.
-fn driver_vendor<'a>(fleet: &'a Fleet, hw: &HardwareType) -> Option<&'a InterfaceImpl> {
-    let name = fleet.type_default(hw, InterfaceType::Vendor)?;
-    fleet
-        .catalog
-        .get(InterfaceType::Vendor, &name)
-        .filter(|imp| matches!(imp.support, Support::Exec { .. }))
+    Ok((name.clone(), arguments(body, limit)?))
 }
 
 /// The declared node a call is for.
@@ -183,16 +118,7 @@ pub async fn driver_methods_list(
 ) -> ApiResult<Json<Value>> {
     let fleet = state.conductor.fleet();
     let hw = enabled_type(&fleet, &name)?;
-    let methods = driver_vendor(&fleet, hw).map_or(&[][..], |v| &v.passthru[..]);
-    Ok(Json(listing(methods, Scope::Driver)))
-}
-
-/// What a finished call returned, as the history records it.
-fn result_detail(result: &Result<Value, crate::driver::DriverError>) -> (Outcome, String) {
-    match result {
-        Ok(v) => (Outcome::Succeeded, v.to_string()),
-        Err(e) => (Outcome::Failed, e.message.clone()),
-    }
+    Ok(Json(listing(driver_methods(&fleet, hw), Scope::Driver)))
 }
 
 /// `{GET,POST,PUT,PATCH,DELETE} /v1/nodes/{id}/vendor_passthru?method=M`
@@ -209,131 +135,56 @@ pub async fn call(
     if let Some(method) = path.get("method") {
         params.insert("method".into(), method.clone());
     }
-    let (scope, result) = match (path.get("id"), path.get("name")) {
-        (Some(id), _) => (
-            Scope::Node,
-            node_call(&state, id, &verb, &params, body).await,
-        ),
-        (None, Some(name)) => (
-            Scope::Driver,
-            driver_call(&state, name, &verb, &params, body).await,
-        ),
-        (None, None) => (Scope::Node, Err(ApiError::PathNotFound)),
-    };
-    state.finish_call(scope, result)
-}
-
-async fn node_call(
-    state: &ApiState,
-    id: &str,
-    verb: &Method,
-    params: &BTreeMap<String, String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let (fleet, node) = declared_node(state, id)?;
-    let (method, args) = check(
-        node_methods(&fleet, &node),
-        params,
-        verb,
-        body,
-        state.options.body_limit,
-    )?;
-    let guard = if method.require_exclusive_lock {
-        let purpose = format!("vendor passthru {}", method.method);
-        match state.locks.try_lock(&node.name, &purpose) {
-            Ok(guard) => Some(guard),
-            Err(holder) => {
-                tracing::info!(node = %node.name, method = %method.method, %holder, "passthru refused: the node is locked");
-                return Err(ApiError::NodeLocked {
-                    node: node.name.clone(),
-                    host: fleet.conductor.host.clone(),
-                });
-            }
-        }
+    let scope = if path.contains_key("id") {
+        Scope::Node
     } else {
-        None
+        Scope::Driver
     };
-    let registry = state.conductor.registry();
-    let name = method.method.clone();
-    let verb = verb.to_string();
-    let args = Value::Object(args);
-    if !method.is_async {
-        let result = registry.passthru(&fleet, &node, &name, &verb, args).await;
-        drop(guard);
-        return Ok(Json(result?).into_response());
-    }
-    let journal = state.journal.clone();
-    state.calls.spawn(async move {
-        let started = Instant::now();
-        let result = registry.passthru(&fleet, &node, &name, &verb, args).await;
-        drop(guard);
-        let (outcome, detail) = result_detail(&result);
-        let event = Event {
-            seq: 0,
-            node: node.name.clone(),
-            run_id: None,
-            op_index: None,
-            action: format!("vendor_passthru.{name}"),
-            outcome,
-            protocol: Some(registry.protocol(&node).to_string()),
-            duration_ms: Some(started.elapsed().as_millis() as u64),
-            detail: Some(detail),
-            at: now(),
-        };
-        if let Err(e) = journal.commit(vec![Write::Event(event)]).await {
-            tracing::error!(node = %node.name, method = %name, error = %e, "cannot record the result of an async passthru call");
-        }
-        tracing::info!(node = %node.name, method = %name, ok = result.is_ok(), "async passthru call finished");
-    });
-    Ok(StatusCode::ACCEPTED.into_response())
+    let result = call_conductor(&state, &path, verb.as_str(), &params, body).await;
+    let response = match result {
+        Ok(Answer::Returned(value)) => Json(value).into_response(),
+        Ok(Answer::Accepted) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => e.into_response(),
+    };
+    state
+        .conductor
+        .metrics
+        .passthru_call(scope, response.status().as_u16());
+    response
 }
 
-async fn driver_call(
+async fn call_conductor(
     state: &ApiState,
-    driver: &str,
-    verb: &Method,
+    path: &BTreeMap<String, String>,
+    verb: &str,
     params: &BTreeMap<String, String>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    let fleet = state.conductor.fleet();
-    let hw = enabled_type(&fleet, driver)?;
-    let vendor = driver_vendor(&fleet, hw).cloned();
-    let methods = vendor.as_ref().map_or(&[][..], |v| &v.passthru[..]);
-    let (method, args) = check(methods, params, verb, body, state.options.body_limit)?;
-    // `check` found the method, so there is a vendor interface.
-    let Some(vendor) = vendor.clone() else {
-        return Err(ApiError::NoHandler(method.method.clone()));
-    };
-    let registry = state.conductor.registry();
-    let name = method.method.clone();
-    let verb = verb.to_string();
-    let args = Value::Object(args);
-    if !method.is_async {
-        let result = registry.driver_passthru(&vendor, &name, &verb, args).await;
-        return Ok(Json(result?).into_response());
+) -> ApiResult<Answer> {
+    let limit = state.options.body_limit;
+    let conductor = &state.conductor;
+    match (path.get("id"), path.get("name")) {
+        (Some(id), _) => {
+            let (fleet, node) = declared_node(state, id)?;
+            let (method, args) = method_and_arguments(params, body, limit)?;
+            Ok(conductor
+                .node_passthru(fleet, node, &method, verb, args)
+                .await?)
+        }
+        (None, Some(name)) => {
+            let fleet = conductor.fleet();
+            let hw = enabled_type(&fleet, name)?;
+            let (method, args) = method_and_arguments(params, body, limit)?;
+            Ok(conductor
+                .driver_passthru(&fleet, hw, &method, verb, args)
+                .await?)
+        }
+        (None, None) => Err(ApiError::PathNotFound),
     }
-    let driver = hw.name.clone();
-    state.calls.spawn(async move {
-        let result = registry.driver_passthru(&vendor, &name, &verb, args).await;
-        let (_, detail) = result_detail(&result);
-        // No node, so no history: the result goes to the log.
-        tracing::info!(%driver, method = %name, ok = result.is_ok(), result = %detail, "async driver passthru call finished");
-    });
-    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::catalog::builtin_interfaces;
-
-    fn fake_methods() -> Vec<PassthruMethod> {
-        builtin_interfaces()
-            .into_iter()
-            .find(|i| i.kind == InterfaceType::Vendor && i.name == "fake")
-            .unwrap()
-            .passthru
-    }
 
     fn params(method: Option<&str>) -> BTreeMap<String, String> {
         method
@@ -346,75 +197,26 @@ mod tests {
     }
 
     #[test]
-    fn calls_are_checked_in_ironics_order() {
-        let methods = fake_methods();
-        let post = Method::POST;
-        let err = |m: Option<&str>, verb: &Method, b: &str| {
-            check(&methods, &params(m), verb, body(b), 1024).err()
-        };
-        assert_eq!(err(None, &post, "{bar"), Some(ApiError::MissingMethod));
+    fn the_method_is_checked_before_the_body() {
+        let err = |m: Option<&str>, b: &str| method_and_arguments(&params(m), body(b), 1024).err();
+        assert_eq!(err(None, "{bar"), Some(ApiError::MissingMethod));
         assert!(matches!(
-            err(Some("second_method"), &post, "{bar"),
+            err(Some("second_method"), "{bar"),
             Some(ApiError::BadBody(_))
         ));
         assert!(matches!(
-            err(Some("second_method"), &post, "[1]"),
+            err(Some("second_method"), "[1]"),
             Some(ApiError::BadBody(_))
         ));
-        assert_eq!(
-            err(Some("nope"), &post, "{}"),
-            Some(ApiError::NoHandler("nope".into()))
-        );
-        assert_eq!(
-            err(Some("second_method"), &Method::PUT, "{}"),
-            Some(ApiError::WrongVerb {
-                method: "second_method".into(),
-                verb: "PUT".into()
-            })
-        );
-        assert_eq!(
-            err(Some("third_method_sync"), &post, r#"{"bar": null}"#),
-            Some(ApiError::MissingArgument {
-                arg: "bar".into(),
-                method: "third_method_sync".into()
-            })
-        );
-        let (m, args) = check(
-            &methods,
-            &params(Some("third_method_sync")),
-            &post,
-            body(r#"{"bar": "meow"}"#),
-            1024,
-        )
-        .unwrap();
-        assert_eq!(m.method, "third_method_sync");
+        let (name, args) =
+            method_and_arguments(&params(Some("m")), body(r#"{"bar": "meow"}"#), 1024).unwrap();
+        assert_eq!(name, "m");
         assert_eq!(args["bar"], "meow");
         assert!(
-            check(
-                &methods,
-                &params(Some("log_passthrough")),
-                &post,
-                body(""),
-                1024
-            )
-            .is_ok()
+            method_and_arguments(&params(Some("m")), body(""), 1024)
+                .unwrap()
+                .1
+                .is_empty()
         );
-    }
-
-    #[test]
-    fn the_driver_listing_omits_the_lock_flag() {
-        let methods = fake_methods();
-        let node = listing(&methods, Scope::Node);
-        let driver = listing(&methods, Scope::Driver);
-        assert_eq!(
-            node["fourth_method_shared_lock"]["require_exclusive_lock"],
-            false
-        );
-        assert!(
-            driver["fourth_method_shared_lock"]
-                .get("require_exclusive_lock")
-                .is_none()
-        );
-        assert_eq!(driver["third_method_sync"]["async"], false);
     }
 }

@@ -10,7 +10,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use rivet::api::{self, ApiOptions, ApiState};
-use rivet::daemon::{self, Shared};
+use rivet::conductor::Conductor;
+use rivet::daemon;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -45,7 +46,7 @@ fn fleet() -> TempFleet {
 }
 
 struct Api {
-    shared: Arc<Shared>,
+    shared: Arc<Conductor>,
     app: Router,
     _fleet: TempFleet,
 }
@@ -55,9 +56,9 @@ impl Api {
         Self::with(|shared| daemon::api_state(shared).unwrap())
     }
 
-    fn with(state: impl FnOnce(&Arc<Shared>) -> ApiState) -> Self {
+    fn with(state: impl FnOnce(&Arc<Conductor>) -> ApiState) -> Self {
         let fleet = fleet();
-        let shared = daemon::open(fleet.path()).unwrap();
+        let shared = Conductor::open(fleet.path()).unwrap();
         let app = api::router(state(&shared));
         Self {
             shared,
@@ -618,11 +619,7 @@ async fn a_token_guards_passthru_and_optionally_reads() {
     let token = "s3cret-token";
     let api = Api::with(|shared| {
         ApiState::new(
-            Arc::clone(shared) as Arc<dyn api::Conductor>,
-            Arc::clone(&shared.store),
-            shared.journal.clone(),
-            Arc::clone(&shared.locks),
-            Arc::clone(&shared.metrics),
+            Arc::clone(shared),
             ApiOptions {
                 token: Some(token.into()),
                 token_reads: true,

@@ -21,3 +21,4 @@ mod redfish;
 mod redfish_bed;
 mod schema;
 mod support;
+mod tidy;

@@ -1,57 +1,16 @@
 //! `rivet status`: what the state file (or, while a daemon holds it, the
-//! daemon's API) says about each node; and `rivet passthru`.
+//! daemon's API) says about each node; and `rivet passthru`. The local view
+//! comes from the conductor, the remote one from the API client.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
+use super::{Format, PassthruArgs};
 use crate::api::client::{CallResult, Client, ClientError};
-use crate::cli::Format;
-use crate::cli::PassthruArgs;
-use crate::model::fleet::load;
-use crate::store::records::{Event, NodeRecord};
-use crate::store::{Snapshot, StoreError, read_history};
-
-fn node_json(
-    name: &str,
-    record: Option<&NodeRecord>,
-    declared: bool,
-    journal: Option<usize>,
-) -> Value {
-    match record {
-        Some(r) => json!({
-            "name": name,
-            "uuid": r.uuid,
-            "driver": r.driver,
-            "declared": declared,
-            "unmanaged": r.unmanaged,
-            "provision_state": r.provision_state,
-            "target_provision_state": r.target_provision_state,
-            "power_state": r.power_state,
-            "target_power_state": r.target_power_state,
-            "boot_device": r.boot_device,
-            "boot_mode": r.boot_mode,
-            "maintenance": r.maintenance,
-            "fault": r.fault,
-            "last_error": r.last_error,
-            "deploy_step": r.deploy_step,
-            "pending_operation": journal,
-            "updated_at": r.updated_at,
-        }),
-        None => json!({
-            "name": name,
-            "declared": declared,
-            "unmanaged": false,
-            "provision_state": "enroll",
-            "power_state": null,
-            "maintenance": false,
-            "last_error": null,
-            "deploy_step": null,
-            "note": "never converged",
-        }),
-    }
-}
+use crate::conductor::status::{RECENT_HISTORY, Source, View, local};
+use crate::store::records::Event;
 
 fn event_line(e: &Event) -> String {
     let mut line = format!("{:>6}  {}  {:<26} {:?}", e.seq, e.at, e.action, e.outcome);
@@ -67,61 +26,7 @@ fn event_line(e: &Event) -> String {
     line
 }
 
-/// What `rivet status` shows: one document per node (sorted by name) and,
-/// for one node, its recent history.
-struct View {
-    docs: Vec<Value>,
-    history: Vec<Event>,
-}
-
-enum Source {
-    View(View),
-    /// A daemon holds the state file; its API is expected at this address.
-    Locked(std::net::SocketAddr),
-    Failed(String),
-}
-
-fn local(dir: &Path, node: Option<&str>) -> Source {
-    let loaded = load(dir);
-    let fleet = &loaded.fleet;
-    let state = &fleet.conductor.state;
-    let snapshot = match Snapshot::read(state) {
-        Ok(s) => s,
-        Err(StoreError::Locked { .. }) => return Source::Locked(fleet.conductor.http),
-        Err(e) => return Source::Failed(e.to_string()),
-    };
-    let mut names: Vec<String> = fleet.nodes.iter().map(|n| n.name.clone()).collect();
-    names.extend(snapshot.nodes.keys().cloned());
-    names.sort();
-    names.dedup();
-    if let Some(name) = node {
-        if !names.iter().any(|n| n == name) {
-            return Source::Failed(format!(
-                "no node `{name}` is declared or recorded in {}",
-                dir.display()
-            ));
-        }
-        names = vec![name.to_string()];
-    }
-    let docs = names
-        .iter()
-        .map(|n| {
-            node_json(
-                n,
-                snapshot.nodes.get(n),
-                fleet.node(n).is_some(),
-                snapshot.journals.get(n).map(|j| j.next),
-            )
-        })
-        .collect();
-    let history = match node {
-        Some(name) => read_history(state, Some(name), 20).unwrap_or_default(),
-        None => Vec::new(),
-    };
-    Source::View(View { docs, history })
-}
-
-/// A node document of the API in the shape `node_json` gives.
+/// A node document of the API in the shape `conductor::status::node_json` gives.
 fn from_api(d: &Value) -> Value {
     let step = match &d["deploy_step"] {
         Value::Object(o) if o.is_empty() => Value::Null,
@@ -159,7 +64,7 @@ async fn remote_view(client: &Client, node: Option<&str>) -> Result<View, Client
     };
     let doc = client.get(&format!("/v1/nodes/{name}")).await?;
     let items = client
-        .get(&format!("/v1/nodes/{name}/history?limit=20"))
+        .get(&format!("/v1/nodes/{name}/history?limit={RECENT_HISTORY}"))
         .await?;
     let history = items["history"]
         .as_array()

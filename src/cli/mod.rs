@@ -1,16 +1,21 @@
-//! The command line: argument parsing and the thin handlers that call into
-//! the library and print results (stdout) and logs (stderr).
+//! The command line: argument parsing and thin commands that call the
+//! conductor and print results (stdout), diagnostics and logs (stderr).
+//! Nothing imports this module but `main.rs`.
+
+mod converge;
+mod reconcile;
+mod status;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use std::sync::Arc;
-
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use miette::GraphicalTheme;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use crate::conductor::Conductor;
+use crate::conductor::drivers::{driver_json, enabled};
 use crate::diag::Problem;
 use crate::model::fleet::{Fleet, Loaded, load};
 use crate::model::hardware::HardwareType;
@@ -188,7 +193,7 @@ fn init_logging(format: LogFormat) {
 fn run(cli: Cli) -> std::io::Result<ExitCode> {
     match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
-        Command::Reconcile(args) => crate::cli_reconcile::reconcile(&args),
+        Command::Reconcile(args) => reconcile::reconcile(&args),
         Command::Daemon { dir, http } => daemon(&dir, http),
         Command::Status {
             dir,
@@ -196,7 +201,7 @@ fn run(cli: Cli) -> std::io::Result<ExitCode> {
             format,
             url,
             token,
-        } => crate::cli_status::status(
+        } => status::status(
             &dir,
             // With --url no directory is read: `rivet status --url URL NODE`.
             node.as_deref().or_else(|| {
@@ -208,7 +213,7 @@ fn run(cli: Cli) -> std::io::Result<ExitCode> {
             url.as_deref(),
             token.as_deref(),
         ),
-        Command::Passthru(args) => crate::cli_status::passthru(&args),
+        Command::Passthru(args) => status::passthru(&args),
         Command::Driver(DriverCommand::List(args)) => driver_list(&args),
         Command::Driver(DriverCommand::Show { name, dir, format }) => {
             driver_show(&name, &dir, format)
@@ -224,7 +229,7 @@ fn run(cli: Cli) -> std::io::Result<ExitCode> {
     }
 }
 
-pub(crate) fn theme() -> GraphicalTheme {
+fn theme() -> GraphicalTheme {
     if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
         GraphicalTheme::unicode()
     } else {
@@ -233,7 +238,7 @@ pub(crate) fn theme() -> GraphicalTheme {
 }
 
 /// Print every problem to stderr, as miette renders it.
-pub fn print_problems(problems: &[Problem]) {
+fn print_problems(problems: &[Problem]) {
     let theme = theme();
     let mut err = std::io::stderr().lock();
     for problem in problems {
@@ -284,9 +289,12 @@ fn validate(dir: &Path, format: Format) -> std::io::Result<ExitCode> {
 }
 
 fn daemon(dir: &Path, http: Option<std::net::SocketAddr>) -> std::io::Result<ExitCode> {
-    let shared = match crate::daemon::open(dir) {
+    let shared = match Conductor::open(dir) {
         Ok(shared) => shared,
         Err(e) => {
+            if let crate::conductor::OpenError::Invalid(problems) = &e {
+                print_problems(problems);
+            }
             eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
         }
@@ -294,23 +302,7 @@ fn daemon(dir: &Path, http: Option<std::net::SocketAddr>) -> std::io::Result<Exi
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(async {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let api = crate::daemon::start_api(&shared, http, shutdown.clone()).await?;
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            crate::daemon::signals().await;
-            on_signal.cancel();
-        });
-        let result = crate::daemon::run(Arc::clone(&shared), shutdown.clone()).await;
-        // The loop also ends on its own errors: stop the API with it.
-        shutdown.cancel();
-        let _ = api.await;
-        result
-    });
-    let journal = shared.journal.clone();
-    drop(shared);
-    journal.close();
+    let result = runtime.block_on(crate::daemon::serve(shared, http));
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -347,21 +339,6 @@ pub fn validate_json(loaded: &Loaded) -> Value {
     json!({ "valid": loaded.is_valid(), "nodes": nodes, "errors": errors })
 }
 
-/// A hardware type as `GET /v1/drivers[?detail=true]` shows it (without links).
-pub fn driver_json(fleet: &Fleet, hw: &HardwareType, detail: bool) -> Value {
-    let mut doc = Map::new();
-    doc.insert("name".into(), json!(hw.name));
-    doc.insert("hosts".into(), json!([fleet.conductor.host]));
-    doc.insert("type".into(), json!("dynamic"));
-    if detail {
-        for kind in InterfaceType::ALL {
-            doc.insert(kind.default_key(), json!(fleet.type_default(hw, kind)));
-            doc.insert(kind.enabled_key(), json!(fleet.type_enabled(hw, kind)));
-        }
-    }
-    Value::Object(doc)
-}
-
 fn load_for_drivers(dir: &Path) -> Loaded {
     let loaded = load(dir);
     if !loaded.is_valid() {
@@ -379,11 +356,7 @@ fn load_for_drivers(dir: &Path) -> Loaded {
 fn driver_list(args: &DriverListArgs) -> std::io::Result<ExitCode> {
     let loaded = load_for_drivers(&args.dir);
     let fleet = &loaded.fleet;
-    let enabled: Vec<&HardwareType> = fleet
-        .types
-        .iter()
-        .filter(|t| fleet.hardware.enabled_types.contains(&t.name))
-        .collect();
+    let enabled: Vec<&HardwareType> = enabled(fleet).collect();
     match args.format {
         Format::Json => {
             let drivers: Vec<Value> = enabled
