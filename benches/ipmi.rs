@@ -17,6 +17,11 @@ mod support {
     pub fn root() -> std::path::PathBuf {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
+
+    /// A benchmark never skips its emulator.
+    pub fn skip_emulator_test(_: &str) -> bool {
+        false
+    }
 }
 
 use std::path::Path;

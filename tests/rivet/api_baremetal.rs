@@ -15,15 +15,11 @@ fn baremetal() -> Option<PathBuf> {
     let path = std::env::var_os("RIVET_BAREMETAL")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".venv/bin/baremetal"));
+    if crate::support::skip_emulator_test("a test of the baremetal client") {
+        return None;
+    }
     if path.is_file() {
         return Some(path);
-    }
-    if std::env::var("RIVET_SKIP_EMULATORS").as_deref() == Ok("1") {
-        eprintln!(
-            "skipped: no baremetal client at {} (RIVET_SKIP_EMULATORS=1)",
-            path.display()
-        );
-        return None;
     }
     panic!(
         "the OpenStack baremetal client is not installed at {}; install it with\n  \

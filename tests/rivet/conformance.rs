@@ -130,6 +130,31 @@ pub fn vendor_contract(subject: &Subject, method: &str, args: Value, check: impl
         "{method} is declared by {}",
         vendor.name
     );
+    let undeclared = "no_such_method";
+    assert!(!vendor.passthru.iter().any(|m| m.method == undeclared));
+    let refused = rt()
+        .block_on(
+            subject
+                .registry
+                .passthru(&subject.fleet, node, undeclared, "POST", json!({})),
+        )
+        .expect_err("an undeclared method must be refused");
+    assert!(
+        matches!(
+            refused.kind,
+            rivet::driver::ErrorKind::Invalid | rivet::driver::ErrorKind::Unsupported
+        ),
+        "{}: refused as {:?}, not as a bad call: {}",
+        vendor.name,
+        refused.kind,
+        refused.message
+    );
+    assert!(
+        refused.message.contains(undeclared),
+        "{}: the refusal does not name the method: {}",
+        vendor.name,
+        refused.message
+    );
 }
 
 #[test]

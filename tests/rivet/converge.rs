@@ -1,6 +1,6 @@
 //! `rivet reconcile` converging fake hardware: real processes, real redb files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command as Process, Stdio};
@@ -127,6 +127,17 @@ fn twenty_nodes() -> TempFleet {
     ])
 }
 
+/// How many operations of runs have completed, as the store records them.
+fn completed_operations(dir: &Path) -> usize {
+    let history = store_of(dir).history().unwrap();
+    let done: BTreeSet<(String, u64, usize)> = history
+        .iter()
+        .filter(|e| e.outcome == Outcome::Succeeded)
+        .filter_map(|e| Some((e.node.clone(), e.run_id?, e.op_index?)))
+        .collect();
+    done.len()
+}
+
 /// Start `rivet reconcile`, wait for `ops` more completed operations, then
 /// SIGKILL it. Returns false when it finished before that.
 fn kill_after(dir: &Path, ops: usize) -> bool {
@@ -170,17 +181,44 @@ fn kill_after(dir: &Path, ops: usize) -> bool {
 fn kill_9_at_twenty_points_loses_nothing_and_repeats_no_completed_operation() {
     let fleet = twenty_nodes();
     let dir = fleet.path();
-    let mut kills = 0;
-    // Each node has 14 operations (280 in all); 20 kills at 1..20 completed
-    // operations after each restart land all through the deploy.
-    for point in 1..=20 {
-        if kill_after(dir, point % 7 + 3) {
-            kills += 1;
-        }
+    // Each node has 14 operations, 280 in all. The kills land at completed
+    // operations spread evenly from the first to the last but two, counted
+    // from the store between runs (an operation in flight at a kill may run
+    // again, so the store, not the output, says how far the fleet got).
+    const TOTAL: usize = 280;
+    const KILLS: usize = 20;
+    let mut interrupted: BTreeSet<String> = BTreeSet::new();
+    let mut landed = Vec::new();
+    for kill in 0..KILLS {
+        let target = 1 + kill * (TOTAL - 3) / (KILLS - 1);
+        let done = completed_operations(dir);
+        let more = target.saturating_sub(done).max(1);
+        assert!(
+            kill_after(dir, more),
+            "kill {} (at operation {target}) found the work done",
+            kill + 1
+        );
+        let store = store_of(dir);
+        interrupted.extend(store.journals().unwrap().into_keys());
+        drop(store);
+        landed.push(completed_operations(dir));
     }
+    // Where the kills landed: at or past their targets, in order, the first
+    // in the first node's operations and the last near the end.
+    assert!(landed[0] <= 4, "the first kill landed at {}", landed[0]);
     assert!(
-        kills >= 15,
-        "only {kills} kills landed before the work was done"
+        landed[KILLS - 1] >= TOTAL - 20 && landed[KILLS - 1] < TOTAL,
+        "the last kill landed at {} of {TOTAL}",
+        landed[KILLS - 1]
+    );
+    for pair in landed.windows(2) {
+        assert!(pair[0] < pair[1], "kills landed at {landed:?}");
+    }
+    // Every node was interrupted mid-run at least once.
+    assert_eq!(
+        interrupted.len(),
+        20,
+        "nodes interrupted: {interrupted:?}; kills landed at {landed:?}"
     );
     let last = run(dir, &["reconcile"]);
     assert!(

@@ -154,6 +154,22 @@ fn edits_converge_parse_errors_keep_the_last_good_declarations_and_removal_unman
         .position(|e| e.action == "unmanaged")
         .unwrap();
     assert!(history[released + 1..].iter().all(|e| e.node != "n3"));
+    // Only the changed node was converged by the pass that powered n2 on:
+    // every operation of that run is n2's.
+    let powered = history
+        .iter()
+        .rfind(|e| {
+            e.node == "n2"
+                && e.action == "power on"
+                && e.outcome == rivet::store::records::Outcome::Succeeded
+        })
+        .expect("n2 was powered on by a run");
+    let run = powered.run_id.expect("a run's operation");
+    let others: Vec<_> = history
+        .iter()
+        .filter(|e| e.run_id == Some(run) && e.node != "n2")
+        .collect();
+    assert!(others.is_empty(), "the edit's pass also touched {others:?}");
 }
 
 #[test]

@@ -57,15 +57,11 @@ pub fn emulators_available(test: &str) -> bool {
         .into_iter()
         .filter(|p| !on_path(p))
         .collect();
+    if crate::support::skip_emulator_test(test) {
+        return false;
+    }
     if missing.is_empty() {
         return true;
-    }
-    if std::env::var("RIVET_SKIP_EMULATORS").as_deref() == Ok("1") {
-        eprintln!(
-            "{test}: skipped: {} not installed (RIVET_SKIP_EMULATORS=1)",
-            missing.join(", ")
-        );
-        return false;
     }
     panic!(
         "{test} needs {} on PATH: apt-get install -y ipmitool openipmi \

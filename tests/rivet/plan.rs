@@ -184,9 +184,17 @@ fn same_inputs_give_byte_identical_plans() {
     let a = prepare("quickstart");
     let b = prepare("quickstart");
     for format in ["human", "json"] {
-        let first = reconcile(a.path(), &["--dry-run", "--format", format]).stdout;
-        let again = reconcile(a.path(), &["--dry-run", "--format", format]).stdout;
-        let elsewhere = reconcile(b.path(), &["--dry-run", "--format", format]).stdout;
+        let plan = |dir: &Path| {
+            let run = reconcile(dir, &["--dry-run", "--format", format]);
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            run.stdout
+        };
+        let (first, again, elsewhere) = (plan(a.path()), plan(a.path()), plan(b.path()));
+        // A plan of all eight quickstart nodes, not an empty output.
+        assert!(
+            first.contains("rack1-node01") && first.contains("edge-acme02"),
+            "{first}"
+        );
         assert_eq!(first, again);
         assert_eq!(
             first, elsewhere,
@@ -198,7 +206,13 @@ fn same_inputs_give_byte_identical_plans() {
 #[test]
 fn a_dry_run_creates_no_state_file() {
     let dir = prepare("quickstart");
-    reconcile(dir.path(), &["--dry-run", "--refresh"]);
+    let run = reconcile(dir.path(), &["--dry-run", "--refresh"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("Plan: 6 to deploy"),
+        "the dry run made a plan: {}",
+        run.stdout
+    );
     assert!(!dir.path().join(".rivet").exists());
 }
 
@@ -309,4 +323,34 @@ fn refresh_reads_the_fake_bmc_and_finds_drift() {
         "{}",
         refreshed.stdout
     );
+}
+
+#[test]
+fn a_refreshed_plan_reads_the_password_and_never_shows_it() {
+    // A Redfish BMC on a closed loopback port: the refresh reads the
+    // password and tries the BMC, which cannot answer.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fleet = crate::support::TempFleet::new(&[(
+        "nodes/n.toml",
+        &format!(
+            "[[node]]\nname = \"n1\"\ndriver = \"redfish\"\nbmc = {{ address = \"redfish+http://127.0.0.1:{port}/redfish/v1/Systems/1\", username = \"admin\", password_env = \"RIVET_TEST_BMC_PASSWORD\" }}\ndesired = {{ provision = \"manageable\" }}\n"
+        ),
+    )]);
+    for format in ["human", "json"] {
+        let run = reconcile(
+            fleet.path(),
+            &["--dry-run", "--refresh", "--format", format],
+        );
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(
+            all.contains("cannot read power state"),
+            "the refresh did not reach the driver: {all}"
+        );
+        assert!(!all.contains("hunter2"), "the password leaked: {all}");
+    }
 }

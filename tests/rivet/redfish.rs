@@ -223,10 +223,15 @@ fn https_with_a_custom_ca_and_basic_auth_and_refused_credentials() {
         &["reconcile", "--dry-run", "--refresh"],
         &[("RIVET_TEST_RF_PASSWORD", "s3cret-canary")],
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Refused for its certificate: not for credentials or a closed port.
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("cannot read power state"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        stdout.contains("cannot read power state") && stdout.contains("certificate"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("refused the credentials") && !stdout.contains("s3cret-canary"),
+        "{stdout}"
     );
 }
 
@@ -430,46 +435,76 @@ fn power_that_never_arrives_times_out_and_already_there_is_success() {
 
 #[test]
 fn sessions_are_used_when_offered_and_renewed_after_a_401() {
-    let logins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = Arc::clone(&logins);
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let logins = Arc::new(AtomicUsize::new(0));
+    let expired = Arc::new(AtomicBool::new(false));
+    let (counter, first_expired) = (Arc::clone(&logins), Arc::clone(&expired));
+    // The server only answers; what it saw is checked by the test below.
     let server = FaultServer::start(move |s| {
         if s.method == "POST" && s.path.contains("SessionService/Sessions") {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            assert!(s.body.contains("\"UserName\":\"admin\"") && s.body.contains("pw-canary"));
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             return Some((
                 201,
                 vec![("X-Auth-Token".into(), format!("token-{n}"))],
                 "{}".into(),
             ));
         }
-        // The first session expires after one request.
         match s.header("X-Auth-Token") {
+            // The first session works until the test lets it expire.
+            Some("token-1") if !first_expired.load(Ordering::SeqCst) => json(200, system_doc("On")),
             Some("token-2") => json(200, system_doc("On")),
-            Some("token-1")
-                if counter.load(std::sync::atomic::Ordering::SeqCst) == 1
-                    && s.path.ends_with("/Systems/1") =>
-            {
-                Some((401, vec![], String::new()))
-            }
             _ => Some((401, vec![], String::new())),
         }
     });
     let (_dir, fleet) = fault_node(&server);
     let node = fleet.node("n1").unwrap();
-    let state = read_power(&fleet, node).unwrap();
-    assert_eq!(state, PowerState::On);
+    // One registry, so one client and its session across both reads.
+    let registry = registry(&fleet, short());
+    let power = registry.power(node).unwrap();
     assert_eq!(
-        logins.load(std::sync::atomic::Ordering::SeqCst),
+        rt().block_on(power.get_power_state(node)).unwrap(),
+        PowerState::On
+    );
+    assert_eq!(logins.load(Ordering::SeqCst), 1, "logged in once");
+    let token_1_answered = server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.header("X-Auth-Token") == Some("token-1"))
+        .count();
+    assert!(token_1_answered >= 1, "the first session was used");
+
+    expired.store(true, Ordering::SeqCst);
+    assert_eq!(
+        rt().block_on(power.get_power_state(node)).unwrap(),
+        PowerState::On
+    );
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
         2,
-        "logged in, then again after the 401"
+        "logged in again after the 401, and only then"
+    );
+    let seen = server.seen.lock().unwrap();
+    let login_bodies: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.path.contains("SessionService/Sessions"))
+        .map(|s| s.body.as_str())
+        .collect();
+    assert_eq!(login_bodies.len(), 2);
+    for body in login_bodies {
+        assert!(
+            body.contains("\"UserName\":\"admin\"") && body.contains("pw-canary"),
+            "a login without the declared credentials: {body}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|s| s.header("X-Auth-Token") == Some("token-2")),
+        "the new session was used"
     );
     assert!(
-        server
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|s| s.header("Authorization").is_none()),
+        seen.iter().all(|s| s.header("Authorization").is_none()),
         "no Basic auth once sessions work"
     );
 }
@@ -505,4 +540,104 @@ fn bios_settings_are_patched_into_the_pending_settings() {
     assert_eq!(patches.len(), 1);
     let body: serde_json::Value = serde_json::from_str(&patches[0].body).unwrap();
     assert_eq!(body, json!({ "Attributes": { "LogicalProc": "Enabled" } }));
+}
+
+#[test]
+fn power_changes_use_only_the_reset_types_the_system_allows() {
+    use std::sync::Mutex;
+    // A system that allows no ForceOff and no On: only GracefulShutdown
+    // and ForceOn. Its power follows the last reset it was sent.
+    let power = Arc::new(Mutex::new("On".to_string()));
+    let state = Arc::clone(&power);
+    let server = FaultServer::start(move |s| {
+        if s.method == "POST" && s.path.ends_with("ComputerSystem.Reset") {
+            let after = if s.body.contains("GracefulShutdown") || s.body.contains("ForceOff") {
+                "Off"
+            } else {
+                "On"
+            };
+            *state.lock().unwrap() = after.to_string();
+            return Some((204, vec![], String::new()));
+        }
+        let mut doc = system_doc(&state.lock().unwrap());
+        doc["Actions"]["#ComputerSystem.Reset"]["ResetType@Redfish.AllowableValues"] =
+            json!(["GracefulShutdown", "ForceOn"]);
+        json(200, doc)
+    });
+    let (_dir, fleet) = fault_node(&server);
+    let node = fleet.node("n1").unwrap();
+    let registry = registry(&fleet, short());
+    let driver = registry.power(node).unwrap();
+    rt().block_on(driver.set_power_state(node, PowerState::Off, Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(*power.lock().unwrap(), "Off");
+    rt().block_on(driver.set_power_state(node, PowerState::On, Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(*power.lock().unwrap(), "On");
+    let resets: Vec<String> = server
+        .requests("POST", "ComputerSystem.Reset")
+        .into_iter()
+        .map(|s| {
+            let body: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+            body["ResetType"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(!resets.is_empty());
+    assert!(
+        resets
+            .iter()
+            .all(|r| r == "GracefulShutdown" || r == "ForceOn"),
+        "a reset type the system does not allow was sent: {resets:?}"
+    );
+    assert!(
+        resets.contains(&"GracefulShutdown".to_string()) && resets.contains(&"ForceOn".to_string())
+    );
+}
+
+#[test]
+fn at_most_eight_requests_are_in_flight_per_bmc_endpoint() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const SYSTEMS: usize = 20;
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (in_flight, peak) = (Arc::clone(&now), Arc::clone(&most));
+    // Every answer takes 150 ms, so requests pile up if nothing holds them back.
+    let server = FaultServer::start(move |_| {
+        let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(n, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(150));
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        json(200, system_doc("On"))
+    });
+    let mut nodes = String::new();
+    for i in 1..=SYSTEMS {
+        nodes.push_str(&format!(
+            "[[node]]\nname = \"n{i}\"\ndriver = \"redfish\"\nbmc = {{ address = \"redfish+http://127.0.0.1:{}/redfish/v1/Systems/{i}\" }}\n\n",
+            server.port
+        ));
+    }
+    let dir = TempFleet::new(&[("nodes/n.toml", &nodes)]);
+    let fleet = load(dir.path());
+    // Default timing: no request times out and is sent again while the
+    // server still holds the first (which would count twice).
+    let registry = Arc::new(registry(&fleet, Timing::default()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reads: Vec<_> = fleet
+        .nodes
+        .iter()
+        .map(|node| {
+            let (registry, node) = (Arc::clone(&registry), Arc::clone(node));
+            runtime.spawn(async move { registry.power(&node)?.get_power_state(&node).await })
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(runtime.block_on(read).unwrap().unwrap(), PowerState::On);
+    }
+    let peak = most.load(Ordering::SeqCst);
+    assert!(peak <= 8, "{peak} requests were in flight at once");
+    assert!(peak >= 4, "the reads ran one by one ({peak} at once)");
+    assert!(server.seen.lock().unwrap().len() >= SYSTEMS);
 }

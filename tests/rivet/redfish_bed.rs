@@ -44,11 +44,7 @@ fn venv() -> PathBuf {
 
 /// Whether emulator tests were explicitly switched off (laptops).
 pub fn skipped() -> bool {
-    if std::env::var_os("RIVET_SKIP_EMULATORS").is_some() {
-        eprintln!("skipped: RIVET_SKIP_EMULATORS is set");
-        return true;
-    }
-    false
+    crate::support::skip_emulator_test("a Redfish test on sushy-tools")
 }
 
 pub fn free_port() -> u16 {
