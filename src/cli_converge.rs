@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::backoff::Backoff;
 use crate::cli_reconcile::{Planned, plan_fleet};
 use crate::driver::fake::FakeBmcDir;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
 use crate::plan::Plan;
-use crate::reconcile::backoff::Backoff;
 use crate::reconcile::journal::Journal;
 use crate::reconcile::locks::{LocalLocks, NodeLocks};
 use crate::reconcile::pass::{PassOptions, has_work, run_pass};

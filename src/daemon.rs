@@ -17,10 +17,10 @@ use tokio::sync::mpsc;
 
 use crate::api::metrics::Metrics;
 use crate::api::{ApiOptions, ApiState};
+use crate::backoff::Backoff;
 use crate::cli_converge::context_with_locks;
 use crate::model::fleet::{Fleet, load};
 use crate::plan::{self, Observed, declaration_digest};
-use crate::reconcile::backoff::Backoff;
 use crate::reconcile::journal::Journal;
 use crate::reconcile::locks::{LocalLocks, NodeLocks};
 use crate::reconcile::pass::{Pass, PassOptions, has_work, run_pass};

@@ -3,6 +3,7 @@
 //! See docs/ARCHITECTURE.md for the map of the code.
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod cli_converge;
 mod cli_reconcile;

@@ -107,7 +107,7 @@ impl Client {
                     Ok(()) => {}
                     Err(e) if e.is_retryable() && attempt < self.timing.attempts => {
                         drop(auth);
-                        tokio::time::sleep(self.timing.first_retry * 2u32.pow(attempt - 1)).await;
+                        tokio::time::sleep(self.timing.retry_wait(attempt)).await;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -159,7 +159,7 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(self.timing.first_retry * 2u32.pow(attempt - 1)).await;
+            tokio::time::sleep(self.timing.retry_wait(attempt)).await;
         }
     }
 

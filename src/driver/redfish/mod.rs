@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::DriverError;
 use super::secret::bmc_password;
+use crate::backoff::Backoff;
 use crate::model::node::Node;
 use client::{Auth, Client};
 
@@ -30,6 +31,7 @@ pub struct Timing {
     pub request: Duration,
     /// Attempts of one request on connection errors and 5xx answers.
     pub attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each.
     pub first_retry: Duration,
     /// Power state polling interval (it doubles up to 4× this).
     pub poll: Duration,
@@ -44,6 +46,19 @@ impl Default for Timing {
             first_retry: Duration::from_millis(250),
             poll: Duration::from_millis(250),
         }
+    }
+}
+
+impl Timing {
+    /// The wait after failed attempt `attempt` (from 1) of one request:
+    /// `first_retry` doubling, without jitter. No cap is needed: `attempts`
+    /// bounds it.
+    fn retry_wait(&self, attempt: u32) -> Duration {
+        let backoff = Backoff {
+            base: self.first_retry,
+            cap: Duration::MAX,
+        };
+        backoff.ceiling(attempt.saturating_sub(1))
     }
 }
 
@@ -138,5 +153,19 @@ impl RedfishDriver {
             .expect("clients")
             .insert(key, Arc::clone(&client));
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_retried_from_first_retry_doubling_without_jitter() {
+        let timing = Timing::default();
+        let waits: Vec<Duration> = (1..timing.attempts)
+            .map(|attempt| timing.retry_wait(attempt))
+            .collect();
+        assert_eq!(waits, [250, 500, 1000].map(Duration::from_millis));
     }
 }
