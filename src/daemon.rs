@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::api::{ApiOptions, ApiState};
+use crate::backoff::Backoff;
 use crate::conductor::{Conductor, OpenError};
 use crate::model::fleet::Fleet;
 use crate::reconcile::Stop;
-use crate::reconcile::backoff::Backoff;
 use crate::reconcile::pass::Pass;
 use crate::reconcile::power_sync;
 

@@ -1,9 +1,10 @@
 //! rivet: a declarative bare-metal provisioning reconciler.
 //!
-//! See docs/ARCHITECTURE.md for the map of the code. The modules are listed
-//! in their layer order: each may use those above it, never one below.
+//! See docs/ARCHITECTURE.md for the map of the code and the layer order of
+//! these modules (checked by `tests/rivet/tidy.rs`).
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod conductor;
 pub mod config;

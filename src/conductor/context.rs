@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::driver::fake::FakeBmcDir;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
 use crate::reconcile::Ctx;
-use crate::reconcile::backoff::Backoff;
 use crate::reconcile::journal::Journal;
 use crate::reconcile::locks::{LocalLocks, NodeLocks};
 

@@ -1,6 +1,8 @@
 //! Every interface implementation rivet knows by name: the built-in ones
 //! (Ironic's names, with what rivet can drive) and the exec plugins a fleet
-//! declares. Composition picks names; this says what each name offers.
+//! declares. Composition picks names; this says what each name offers, and
+//! what the converge needs to know about it (its [`Capabilities`]), so that
+//! only the driver registry ever maps a name to code.
 
 use std::collections::BTreeMap;
 
@@ -24,12 +26,76 @@ pub enum Support {
     Unsupported(&'static str),
 }
 
+/// What the converge needs to know about an implementation to turn a plan
+/// into operations: a small set of flags, read instead of names.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Capabilities(u8);
+
+impl Capabilities {
+    pub const NONE: Self = Self(0);
+    /// A deploy interface whose `deploy` step boots the node on the declared
+    /// image and finishes when it is up: the converge runs it as its
+    /// operations (power off, virtual media or PXE, boot device, power on).
+    pub const BOOTS_TO_DEPLOY: Self = Self(1);
+    /// A boot interface that presents an image as the node's virtual CD.
+    pub const VIRTUAL_MEDIA: Self = Self(1 << 1);
+    /// An inspect interface that reads the hardware from the BMC, without
+    /// booting the node.
+    pub const INSPECTS_OUT_OF_BAND: Self = Self(1 << 2);
+    /// Needs ironic-python-agent running on the node.
+    pub const NEEDS_AGENT: Self = Self(1 << 3);
+    /// Does nothing, by design: rivet leaves that part of the node alone.
+    pub const NO_OP: Self = Self(1 << 4);
+
+    const NAMES: [(Self, &'static str); 5] = [
+        (Self::BOOTS_TO_DEPLOY, "boots_to_deploy"),
+        (Self::VIRTUAL_MEDIA, "virtual_media"),
+        (Self::INSPECTS_OUT_OF_BAND, "inspects_out_of_band"),
+        (Self::NEEDS_AGENT, "needs_agent"),
+        (Self::NO_OP, "no_op"),
+    ];
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// The names of the flags set, in declaration order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(flag, _)| self.contains(*flag))
+            .map(|(_, name)| name)
+    }
+}
+
+impl std::ops::BitOr for Capabilities {
+    type Output = Self;
+
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl std::fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.names()).finish()
+    }
+}
+
 /// One implementation of one interface type.
 #[derive(Debug, Clone)]
 pub struct InterfaceImpl {
     pub kind: InterfaceType,
     pub name: String,
     pub support: Support,
+    /// What the converge needs to know about it; none for exec plugins,
+    /// whose steps say what they do.
+    pub capabilities: Capabilities,
     pub steps: Vec<StepDef>,
     pub passthru: Vec<PassthruMethod>,
     /// Where an exec plugin is declared; `None` for built-ins.
@@ -78,6 +144,12 @@ impl Catalog {
         self.get(kind, name)
             .is_some_and(|imp| !matches!(imp.support, Support::Unsupported(_)))
     }
+
+    /// What the implementation `name` of `kind` can do; none when unknown.
+    pub fn capabilities(&self, kind: InterfaceType, name: &str) -> Capabilities {
+        self.get(kind, name)
+            .map_or(Capabilities::NONE, |imp| imp.capabilities)
+    }
 }
 
 const NEEDS_AGENT: &str = "it needs the ironic-python-agent ramdisk, which rivet does not run";
@@ -87,10 +159,16 @@ fn imp(kind: InterfaceType, name: &str, support: Support) -> InterfaceImpl {
         kind,
         name: name.to_string(),
         support,
+        capabilities: Capabilities::NONE,
         steps: Vec::new(),
         passthru: Vec::new(),
         declared_at: None,
     }
+}
+
+fn with(mut imp: InterfaceImpl, capabilities: Capabilities) -> InterfaceImpl {
+    imp.capabilities = capabilities;
+    imp
 }
 
 fn step(
@@ -152,38 +230,46 @@ pub fn builtin_interfaces() -> Vec<InterfaceImpl> {
     use InterfaceType::*;
     use Support::{Builtin, Unsupported};
 
+    let none = Capabilities::NONE;
+    let no_op = Capabilities::NO_OP;
     let mut all = Vec::new();
-    // The fake implementations of every type, and the "does nothing" ones.
+    // The fake implementations of every type. The fake inspection reads the
+    // simulated BMC, as an out-of-band one reads a real BMC.
     for kind in InterfaceType::ALL {
-        all.push(imp(kind, "fake", Builtin));
+        let capabilities = match kind {
+            Inspect => Capabilities::INSPECTS_OUT_OF_BAND,
+            _ => none,
+        };
+        all.push(with(imp(kind, "fake", Builtin), capabilities));
     }
-    for (kind, name) in [
-        (Bios, "no-bios"),
-        (Console, "no-console"),
-        (Console, "fake-graphical"),
-        (Firmware, "no-firmware"),
-        (Inspect, "no-inspect"),
-        (Management, "noop"),
-        (Network, "noop"),
-        (Raid, "no-raid"),
-        (Rescue, "no-rescue"),
-        (Storage, "noop"),
-        (Vendor, "no-vendor"),
-        (Deploy, "noop"),
+    // The "does nothing" ones, and what rivet drives.
+    for (kind, name, capabilities) in [
+        (Bios, "no-bios", no_op),
+        (Console, "no-console", no_op),
+        (Console, "fake-graphical", none),
+        (Firmware, "no-firmware", no_op),
+        (Inspect, "no-inspect", no_op),
+        (Management, "noop", no_op),
+        (Network, "noop", no_op),
+        (Raid, "no-raid", no_op),
+        (Rescue, "no-rescue", no_op),
+        (Storage, "noop", no_op),
+        (Vendor, "no-vendor", no_op),
+        (Deploy, "noop", no_op),
         // rivet never reconfigures switches: a flat network is one it
         // leaves alone, which is what `flat` means without Neutron.
-        (Network, "flat"),
-        (Storage, "external"),
-        (Boot, "pxe"),
-        (Boot, "ipxe"),
-        (Boot, "redfish-virtual-media"),
-        (Power, "ipmitool"),
-        (Power, "redfish"),
-        (Management, "ipmitool"),
-        (Management, "redfish"),
-        (Inspect, "redfish"),
+        (Network, "flat", no_op),
+        (Storage, "external", no_op),
+        (Boot, "pxe", none),
+        (Boot, "ipxe", none),
+        (Boot, "redfish-virtual-media", Capabilities::VIRTUAL_MEDIA),
+        (Power, "ipmitool", none),
+        (Power, "redfish", none),
+        (Management, "ipmitool", none),
+        (Management, "redfish", none),
+        (Inspect, "redfish", Capabilities::INSPECTS_OUT_OF_BAND),
     ] {
-        all.push(imp(kind, name, Builtin));
+        all.push(with(imp(kind, name, Builtin), capabilities));
     }
     for (kind, name, why) in [
         (Boot, "http", "rivet does not drive UEFI HTTP boot yet"),
@@ -203,33 +289,43 @@ pub fn builtin_interfaces() -> Vec<InterfaceImpl> {
             "redfish-graphical",
             "rivet has no graphical console proxy",
         ),
-        (Deploy, "direct", NEEDS_AGENT),
-        (Deploy, "ansible", NEEDS_AGENT),
         (
             Deploy,
             "anaconda",
             "rivet does not run Anaconda kickstart deploys",
         ),
-        (Deploy, "bootc", NEEDS_AGENT),
-        (Deploy, "custom-agent", NEEDS_AGENT),
         (Firmware, "redfish", "rivet does not update firmware yet"),
-        (Inspect, "agent", NEEDS_AGENT),
         (Network, "neutron", "it needs OpenStack Neutron"),
         (Network, "ironic-networking", "it needs OpenStack Neutron"),
-        (Power, "agent", NEEDS_AGENT),
-        (Raid, "agent", NEEDS_AGENT),
         (Raid, "redfish", "rivet does not build RAID volumes yet"),
-        (Rescue, "agent", NEEDS_AGENT),
         (Storage, "cinder", "it needs OpenStack Cinder"),
     ] {
         all.push(imp(kind, name, Unsupported(why)));
     }
+    for (kind, name) in [
+        (Deploy, "direct"),
+        (Deploy, "ansible"),
+        (Deploy, "bootc"),
+        (Deploy, "custom-agent"),
+        (Inspect, "agent"),
+        (Power, "agent"),
+        (Raid, "agent"),
+        (Rescue, "agent"),
+    ] {
+        let agent = imp(kind, name, Unsupported(NEEDS_AGENT));
+        all.push(with(agent, Capabilities::NEEDS_AGENT));
+    }
 
     // Deploy interfaces rivet drives all boot the node and finish when it is
     // up: one core step, as Ironic's `ramdisk` and `fake` have. `autodetect`
-    // has no agent to hand an image to, so it deploys the way `ramdisk` does.
-    for name in ["fake", "ramdisk", "autodetect"] {
-        let mut deploy = imp(Deploy, name, Builtin);
+    // has no agent to hand an image to, so it deploys the way `ramdisk` does;
+    // the fake deploy is one call to the simulated BMC.
+    for (name, capabilities) in [
+        ("fake", none),
+        ("ramdisk", Capabilities::BOOTS_TO_DEPLOY),
+        ("autodetect", Capabilities::BOOTS_TO_DEPLOY),
+    ] {
+        let mut deploy = with(imp(Deploy, name, Builtin), capabilities);
         deploy.steps = deploy_step();
         all.retain(|i| !(i.kind == Deploy && i.name == name));
         all.push(deploy);
@@ -344,5 +440,78 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn carrying(catalog: &Catalog, flag: Capabilities) -> Vec<(InterfaceType, &str)> {
+        InterfaceType::ALL
+            .into_iter()
+            .flat_map(|kind| catalog.names(kind).into_iter().map(move |n| (kind, n)))
+            .filter(|(kind, name)| catalog.capabilities(*kind, name).contains(flag))
+            .collect()
+    }
+
+    #[test]
+    fn the_converge_capabilities_sit_on_the_implementations_that_need_them() {
+        use InterfaceType::*;
+        let catalog = Catalog::builtin();
+        assert_eq!(
+            carrying(&catalog, Capabilities::BOOTS_TO_DEPLOY),
+            [(Deploy, "autodetect"), (Deploy, "ramdisk")]
+        );
+        assert_eq!(
+            carrying(&catalog, Capabilities::VIRTUAL_MEDIA),
+            [(Boot, "redfish-virtual-media")]
+        );
+        assert_eq!(
+            carrying(&catalog, Capabilities::INSPECTS_OUT_OF_BAND),
+            [(Inspect, "fake"), (Inspect, "redfish")]
+        );
+        assert_eq!(
+            catalog.capabilities(Deploy, "no-such-deploy"),
+            Capabilities::NONE
+        );
+    }
+
+    #[test]
+    fn what_needs_an_agent_says_so_and_cannot_be_driven() {
+        let catalog = Catalog::builtin();
+        let agents = carrying(&catalog, Capabilities::NEEDS_AGENT);
+        assert!(agents.contains(&(InterfaceType::Deploy, "direct")));
+        for imp in builtin_interfaces() {
+            let needs_agent = imp.capabilities.contains(Capabilities::NEEDS_AGENT);
+            let said = imp.support == Support::Unsupported(NEEDS_AGENT);
+            assert_eq!(needs_agent, said, "{} `{}`", imp.kind, imp.name);
+        }
+    }
+
+    #[test]
+    fn a_no_op_offers_nothing_else() {
+        let no_ops: Vec<InterfaceImpl> = builtin_interfaces()
+            .into_iter()
+            .filter(|i| i.capabilities.contains(Capabilities::NO_OP))
+            .collect();
+        assert!(no_ops.iter().any(|i| i.name == "flat"));
+        for imp in no_ops {
+            assert_eq!(imp.capabilities, Capabilities::NO_OP, "{}", imp.name);
+            assert!(
+                imp.steps.is_empty() && imp.passthru.is_empty(),
+                "{}",
+                imp.name
+            );
+            assert_eq!(imp.support, Support::Builtin, "{}", imp.name);
+        }
+    }
+
+    #[test]
+    fn capabilities_combine_and_print_their_names() {
+        let both = Capabilities::BOOTS_TO_DEPLOY | Capabilities::VIRTUAL_MEDIA;
+        assert!(both.contains(Capabilities::VIRTUAL_MEDIA));
+        assert!(both.contains(Capabilities::NONE));
+        assert!(!both.contains(Capabilities::VIRTUAL_MEDIA | Capabilities::NEEDS_AGENT));
+        assert_eq!(
+            format!("{both:?}"),
+            r#"{"boots_to_deploy", "virtual_media"}"#
+        );
+        assert_eq!(format!("{:?}", Capabilities::NONE), "{}");
     }
 }

@@ -527,6 +527,7 @@ impl Builder {
             },
             steps,
             passthru,
+            capabilities: super::catalog::Capabilities::NONE,
             declared_at: Some(at),
         });
     }

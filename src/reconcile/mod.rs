@@ -13,7 +13,6 @@
 //! - Every operation is idempotent: the one in flight at a crash runs again.
 //! - Every pass logs why it ran.
 
-pub mod backoff;
 pub mod journal;
 pub mod locks;
 pub mod ops;
@@ -27,9 +26,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
-use backoff::Backoff;
 use journal::Journal;
 use locks::NodeLocks;
 

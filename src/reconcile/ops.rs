@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::catalog::{Capabilities, Catalog};
 use crate::model::node::Node;
 use crate::plan::provision::Verb;
 use crate::plan::{Action, NodePlan};
@@ -94,22 +95,30 @@ impl Op {
     }
 }
 
-/// The operations of one deploy step. A `ramdisk` deploy (and `autodetect`,
-/// which deploys the same way) is the boot interface's work made visible:
-/// power off, present the image (virtual media) or network boot, set the
-/// boot device, power on; the step completes when the node is up.
-fn step_ops(node: &Node, step: &crate::plan::steps::PlannedStep) -> Vec<Op> {
-    let deploy = node.interfaces.get(InterfaceType::Deploy).as_str();
+/// What the implementation of `kind` a node is composed with can do.
+fn capabilities(catalog: &Catalog, node: &Node, kind: InterfaceType) -> Capabilities {
+    catalog.capabilities(kind, node.interfaces.get(kind))
+}
+
+/// The operations of one deploy step. A deploy interface that boots the node
+/// to deploy (`ramdisk`, and `autodetect`, which deploys the same way) is
+/// the boot interface's work made visible: power off, present the image
+/// (virtual media) or network boot, set the boot device, power on; the step
+/// completes when the node is up.
+fn step_ops(catalog: &Catalog, node: &Node, step: &crate::plan::steps::PlannedStep) -> Vec<Op> {
     if step.interface == InterfaceType::Deploy
         && step.step == "deploy"
-        && matches!(deploy, "ramdisk" | "autodetect")
+        && capabilities(catalog, node, InterfaceType::Deploy)
+            .contains(Capabilities::BOOTS_TO_DEPLOY)
     {
         let mut ops = vec![Op::SetPower {
             target: PowerState::Off,
         }];
         let image = node.instance.as_ref().and_then(|i| i.image.clone());
-        match (node.interfaces.get(InterfaceType::Boot).as_str(), image) {
-            ("redfish-virtual-media", Some(image)) => {
+        let virtual_media =
+            capabilities(catalog, node, InterfaceType::Boot).contains(Capabilities::VIRTUAL_MEDIA);
+        match image {
+            Some(image) if virtual_media => {
                 ops.push(Op::InsertMedia { image });
                 ops.push(Op::SetBootDevice {
                     device: BootDevice::Cdrom,
@@ -133,8 +142,9 @@ fn step_ops(node: &Node, step: &crate::plan::steps::PlannedStep) -> Vec<Op> {
     }]
 }
 
-/// The operations that carry out a node's planned actions, in order.
-pub fn flatten(plan: &NodePlan, node: &Node, instance: &str) -> Vec<Op> {
+/// The operations that carry out a node's planned actions, in order; what
+/// its implementations can do comes from `catalog`.
+pub fn flatten(catalog: &Catalog, plan: &NodePlan, node: &Node, instance: &str) -> Vec<Op> {
     let mut ops = Vec::new();
     for action in &plan.actions {
         match action {
@@ -152,10 +162,9 @@ pub fn flatten(plan: &NodePlan, node: &Node, instance: &str) -> Vec<Op> {
                 match verb {
                     Verb::Manage => {
                         ops.push(Op::Verify);
-                        if matches!(
-                            node.interfaces.get(InterfaceType::Inspect).as_str(),
-                            "redfish" | "fake"
-                        ) {
+                        if capabilities(catalog, node, InterfaceType::Inspect)
+                            .contains(Capabilities::INSPECTS_OUT_OF_BAND)
+                        {
                             ops.push(Op::Inspect);
                         }
                     }
@@ -166,7 +175,7 @@ pub fn flatten(plan: &NodePlan, node: &Node, instance: &str) -> Vec<Op> {
                     }),
                     Verb::Deploy | Verb::Rebuild => {
                         for step in &plan.steps {
-                            ops.extend(step_ops(node, step));
+                            ops.extend(step_ops(catalog, node, step));
                         }
                         // A deploy ends with the instance booted.
                         ops.push(Op::SetPower {
@@ -215,4 +224,271 @@ pub fn prune(current: ProvisionState) -> Vec<Op> {
     }
     ops.push(Op::Release);
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    use super::*;
+
+    /// The string literals of Rust source before its `#[cfg(test)]` module,
+    /// comments left out: enough of Rust's lexer for this crate's code.
+    fn string_literals(source: &str) -> Vec<String> {
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let chars: Vec<char> = code.chars().collect();
+        let mut found = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let rest = &chars[i..];
+            match rest {
+                ['/', '/', ..] => {
+                    while i < chars.len() && chars[i] != '\n' {
+                        i += 1;
+                    }
+                }
+                ['/', '*', ..] => {
+                    i += 2;
+                    while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                        i += 1;
+                    }
+                    i += 2;
+                }
+                // A char literal (`'"'`, `'\''`); otherwise a lifetime.
+                ['\'', '\\', ..] => {
+                    i += 2;
+                    while i < chars.len() && chars[i] != '\'' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                ['\'', _, '\'', ..] => i += 3,
+                ['r', '#' | '"', ..] if i == 0 || !chars[i - 1].is_alphanumeric() => {
+                    let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
+                    if rest.get(1 + hashes) != Some(&'"') {
+                        i += 1;
+                        continue;
+                    }
+                    let close: Vec<char> = std::iter::once('"')
+                        .chain(std::iter::repeat_n('#', hashes))
+                        .collect();
+                    let start = i + 2 + hashes;
+                    let mut end = start;
+                    while end < chars.len() && !chars[end..].starts_with(&close) {
+                        end += 1;
+                    }
+                    found.push(chars[start..end].iter().collect());
+                    i = end + close.len();
+                }
+                ['"', ..] => {
+                    let mut text = String::new();
+                    i += 1;
+                    while i < chars.len() && chars[i] != '"' {
+                        if chars[i] == '\\' {
+                            i += 1;
+                        }
+                        text.extend(chars.get(i));
+                        i += 1;
+                    }
+                    found.push(text);
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+        found
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Every interface implementation name the built-in catalog knows.
+    fn implementation_names() -> BTreeSet<String> {
+        let catalog = Catalog::builtin();
+        InterfaceType::ALL
+            .into_iter()
+            .flat_map(|kind| catalog.names(kind).into_iter().map(str::to_string))
+            .collect()
+    }
+
+    fn names_in(source: &str, names: &BTreeSet<String>) -> Vec<String> {
+        string_literals(source)
+            .into_iter()
+            .filter(|literal| names.contains(literal))
+            .collect()
+    }
+
+    #[test]
+    fn the_scan_finds_a_match_on_an_implementation_name() {
+        let names = implementation_names();
+        let code = r##"
+            // "ramdisk" in a comment is no match
+            let quote = '"'; let tick = '\''; fn f<'a>(x: &'a str) {}
+            if matches!(deploy, "ramdisk" | "autodetect") && boot == r#"redfish-virtual-media"# {}
+            let text = "the \"fake\" is not one literal";
+        "##;
+        assert_eq!(
+            names_in(code, &names),
+            ["ramdisk", "autodetect", "redfish-virtual-media"]
+        );
+    }
+
+    /// The converge and the planner read capabilities; only the driver
+    /// registry maps implementation names to code.
+    #[test]
+    fn reconcile_and_plan_code_never_match_on_an_implementation_name() {
+        let names = implementation_names();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src.join("reconcile"), &mut files);
+        rust_files(&src.join("plan"), &mut files);
+        assert!(files.len() > 5, "the scan found the sources: {files:?}");
+        let offending: Vec<(String, Vec<String>)> = files
+            .iter()
+            .map(|path| {
+                let source = std::fs::read_to_string(path).unwrap();
+                (path.display().to_string(), names_in(&source, &names))
+            })
+            .filter(|(_, found)| !found.is_empty())
+            .collect();
+        assert!(
+            offending.is_empty(),
+            "implementation names in code (declare a capability in model::catalog instead): {offending:?}"
+        );
+    }
+
+    /// The operations of each node's deploy, between `Begin` and `End`.
+    fn deploy_ops(nodes: &str) -> BTreeMap<String, Vec<Op>> {
+        per_verb(nodes, Verb::Deploy)
+    }
+
+    fn per_verb(nodes: &str, wanted: Verb) -> BTreeMap<String, Vec<Op>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rivet.toml"),
+            "[hardware]\n\
+             enabled_hardware_types = [\"redfish\", \"ipmi\", \"fake-hardware\"]\n\
+             enabled_boot_interfaces = [\"pxe\", \"redfish-virtual-media\", \"fake\"]\n\
+             enabled_deploy_interfaces = [\"ramdisk\", \"autodetect\", \"fake\"]\n\
+             enabled_inspect_interfaces = [\"redfish\", \"no-inspect\", \"fake\"]\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("nodes")).unwrap();
+        std::fs::write(dir.path().join("nodes/n.toml"), nodes).unwrap();
+        let loaded = crate::model::fleet::load(dir.path());
+        assert!(loaded.is_valid(), "{:?}", loaded.problems);
+        let fleet = loaded.fleet;
+        let plan = crate::plan::build(&fleet, &BTreeMap::new(), Vec::new()).unwrap();
+        plan.nodes
+            .iter()
+            .map(|node_plan| {
+                let node = fleet.node(&node_plan.name).unwrap();
+                let ops = flatten(&fleet.catalog, node_plan, node, "instance");
+                let verb_ops = ops
+                    .iter()
+                    .skip_while(|op| !matches!(op, Op::Begin { verb, .. } if *verb == wanted))
+                    .skip(1)
+                    .take_while(|op| !matches!(op, Op::End { .. }))
+                    .cloned()
+                    .collect();
+                (node_plan.name.clone(), verb_ops)
+            })
+            .collect()
+    }
+
+    const REDFISH: &str = "driver = \"redfish\"\nbmc = { address = \"redfish+http://127.0.0.1:1/redfish/v1/Systems/1\" }\n";
+    const ACTIVE: &str = "desired = { provision = \"active\" }\n";
+
+    fn power(target: PowerState) -> Op {
+        Op::SetPower { target }
+    }
+
+    fn boot_device(device: BootDevice) -> Op {
+        Op::SetBootDevice { device }
+    }
+
+    #[test]
+    fn a_boot_to_deploy_interface_is_power_media_or_pxe_boot_device_and_power() {
+        let image = "instance = { image = \"http://images/a.iso\" }\n";
+        let kernel = "instance = { kernel = \"http://images/k\", ramdisk = \"http://images/r\" }\n";
+        let nodes = [
+            ("vmedia", "redfish-virtual-media", "ramdisk", image),
+            ("vmedia-autodetect", "redfish-virtual-media", "autodetect", image),
+            ("vmedia-kernel", "redfish-virtual-media", "ramdisk", kernel),
+            ("pxe", "pxe", "ramdisk", image),
+        ]
+        .map(|(name, boot, deploy, instance)| {
+            format!(
+                "[[node]]\nname = \"{name}\"\n{REDFISH}boot_interface = \"{boot}\"\ndeploy_interface = \"{deploy}\"\n{instance}{ACTIVE}\n"
+            )
+        })
+        .concat();
+        let ops = deploy_ops(&nodes);
+        let media = [
+            power(PowerState::Off),
+            Op::InsertMedia {
+                image: "http://images/a.iso".into(),
+            },
+            boot_device(BootDevice::Cdrom),
+            power(PowerState::On),
+            power(PowerState::On),
+        ];
+        let network = [
+            power(PowerState::Off),
+            boot_device(BootDevice::Pxe),
+            power(PowerState::On),
+            power(PowerState::On),
+        ];
+        assert_eq!(ops["vmedia"], media);
+        assert_eq!(
+            ops["vmedia-autodetect"], media,
+            "autodetect deploys as ramdisk"
+        );
+        assert_eq!(ops["vmedia-kernel"], network, "no image to present: PXE");
+        assert_eq!(ops["pxe"], network);
+    }
+
+    #[test]
+    fn a_deploy_that_does_not_boot_to_deploy_is_its_step() {
+        let ops = deploy_ops(&format!(
+            "[[node]]\nname = \"f\"\ndriver = \"fake-hardware\"\n{ACTIVE}"
+        ));
+        assert_eq!(
+            ops["f"],
+            [
+                Op::Step {
+                    interface: InterfaceType::Deploy,
+                    step: "deploy".into(),
+                    priority: 100,
+                    args: BTreeMap::new(),
+                    abortable: false,
+                },
+                power(PowerState::On),
+            ]
+        );
+    }
+
+    #[test]
+    fn manage_inspects_only_through_an_out_of_band_inspect_interface() {
+        let nodes = format!(
+            "[[node]]\nname = \"rf\"\n{REDFISH}\n\
+             [[node]]\nname = \"rf-none\"\n{REDFISH}inspect_interface = \"no-inspect\"\n\n\
+             [[node]]\nname = \"f\"\ndriver = \"fake-hardware\"\n\n\
+             [[node]]\nname = \"ipmi\"\ndriver = \"ipmi\"\nbmc = {{ address = \"ipmi://127.0.0.1:1\" }}\n"
+        );
+        let manage = per_verb(&nodes, Verb::Manage);
+        assert_eq!(manage["rf"], [Op::Verify, Op::Inspect]);
+        assert_eq!(manage["f"], [Op::Verify, Op::Inspect]);
+        assert_eq!(manage["rf-none"], [Op::Verify]);
+        assert_eq!(manage["ipmi"], [Op::Verify]);
+    }
 }

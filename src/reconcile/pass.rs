@@ -203,7 +203,7 @@ pub async fn run_pass(
                 if node_plan.change == Change::None {
                     continue;
                 }
-                let ops = flatten(node_plan, node, &instance_fingerprint(node));
+                let ops = flatten(&fleet.catalog, node_plan, node, &instance_fingerprint(node));
                 works.push(NodeWork {
                     node: node.clone(),
                     ops,
