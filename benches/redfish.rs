@@ -2,7 +2,7 @@
 //! with its stock power-change delay (applied 1 to 11 s after the request,
 //! at random), and compare with that floor: the slowest single change.
 //!
-//! Needs sushy-tools in `.venv` (see .ci/run). `cargo bench --bench redfish`
+//! Needs sushy-tools in `.venv` (`scripts/test` installs it). `cargo bench --bench redfish`
 
 #[path = "common/reconcile.rs"]
 mod reconcile;

@@ -30,7 +30,8 @@ fn baremetal() -> Option<PathBuf> {
 }
 
 fn fleet() -> TempFleet {
-    let plugin = std::fs::read_to_string(root().join("examples/plugins/acme-vendor.py")).unwrap();
+    let plugin =
+        std::fs::read_to_string(root().join("examples/quickstart/plugins/acme-vendor.py")).unwrap();
     let fleet = TempFleet::new(&[
         (
             "rivet.toml",

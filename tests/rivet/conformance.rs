@@ -199,9 +199,8 @@ fn redfish_on_sushy_tools_conforms() {
 #[test]
 fn the_example_exec_plugin_conforms() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tmp.path().join("examples")).unwrap();
-    copy_dir(&root().join("examples"), &tmp.path().join("examples"));
-    let subject = Subject::new(&tmp.path().join("examples/quickstart"), "edge-acme01");
+    copy_dir(&root().join("examples/quickstart"), tmp.path());
+    let subject = Subject::new(tmp.path(), "edge-acme01");
     vendor_contract(&subject, "firmware_info", json!({}), |v| {
         assert_eq!(v["node"], "edge-acme01");
         assert!(v["bmc"].is_string());

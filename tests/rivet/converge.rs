@@ -28,9 +28,8 @@ fn run(dir: &Path, args: &[&str]) -> std::process::Output {
 
 fn quickstart() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tmp.path().join("examples")).unwrap();
-    copy_dir(&root().join("examples"), &tmp.path().join("examples"));
-    let dir = tmp.path().join("examples/quickstart");
+    copy_dir(&root().join("examples/quickstart"), tmp.path());
+    let dir = tmp.path().to_path_buf();
     (tmp, dir)
 }
 

@@ -45,7 +45,7 @@ fn the_example_plugin_answers_its_methods_and_steps() {
     let plugin = ExecPlugin {
         command: vec![
             root()
-                .join("examples/plugins/acme-vendor.py")
+                .join("examples/quickstart/plugins/acme-vendor.py")
                 .to_string_lossy()
                 .into(),
         ],

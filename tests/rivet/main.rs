@@ -11,6 +11,7 @@ mod daemon;
 #[path = "../common/daemon_process.rs"]
 mod daemon_process;
 mod diagnostics;
+mod examples;
 mod exec_plugin;
 mod fault_server;
 mod ipmi;

@@ -15,15 +15,13 @@ use crate::support::{copy_dir, fixture, root};
 /// `"$DECLARED"` as `deployed_instance` stands for the declared instance.
 fn prepare(case: &str) -> Fleet {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = if case == "quickstart" {
-        // The quickstart's plugin lives beside it in examples/.
-        std::fs::create_dir(tmp.path().join("examples")).unwrap();
-        copy_dir(&root().join("examples"), &tmp.path().join("examples"));
-        tmp.path().join("examples/quickstart")
+    let from = if case == "quickstart" {
+        root().join("examples/quickstart")
     } else {
-        copy_dir(&fixture(&format!("plan/{case}")), tmp.path());
-        tmp.path().to_path_buf()
+        fixture(&format!("plan/{case}"))
     };
+    copy_dir(&from, tmp.path());
+    let dir = tmp.path().to_path_buf();
     let observed = dir.join("observed.json");
     if observed.exists() {
         let records: BTreeMap<String, serde_json::Value> =
