@@ -3,11 +3,13 @@
 //! and `[[rollout]]`), `interfaces` (exec-plugin `[[interface]]`s),
 //! `hardware` (custom hardware types and `[hardware]`), `nodes` (each
 //! `[[node]]`), `composition` (a node's interfaces), `bmc` (a node's BMC and
-//! its address), `steps` (deploy templates and requested steps).
+//! its address), `steps` (deploy templates and requested steps), `graph`
+//! (`depends_on` and its cycles, which a plan orders by).
 
 mod bmc;
 mod composition;
 mod conductor;
+pub mod graph;
 mod hardware;
 mod interfaces;
 mod nodes;
@@ -138,6 +140,7 @@ pub fn build(raw: RawFleet) -> Loaded {
     let rollouts = b.rollouts(rivet_file.as_ref(), &rivet.rollout);
     let templates = b.templates(&raw.templates);
     let nodes = b.nodes(&raw.nodes, &hardware, &rollouts, &templates);
+    let nodes = b.leave_out_cycles(nodes);
 
     let mut problems = b.problems;
     diag::sort(&mut problems);
