@@ -105,3 +105,13 @@ fn nodes_in_a_dependency_cycle_are_left_out_and_their_dependents_stay() {
     let valid: Vec<&str> = loaded.fleet.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(valid, ["lb"]);
 }
+
+#[test]
+fn template_conflicts_are_found_on_nodes_that_are_not_to_be_deployed() {
+    // n1 is declared `available`: no plan would deploy it yet, but its
+    // templates are already in conflict.
+    let loaded = load(&fixture("invalid/template_conflict"));
+    let codes: Vec<&str> = loaded.problems.iter().map(|p| p.code).collect();
+    assert_eq!(codes, ["rivet::step::template_conflict"]);
+    assert!(loaded.fleet.nodes.is_empty());
+}

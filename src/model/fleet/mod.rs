@@ -3,8 +3,9 @@
 //! and `[[rollout]]`), `interfaces` (exec-plugin `[[interface]]`s),
 //! `hardware` (custom hardware types and `[hardware]`), `nodes` (each
 //! `[[node]]`), `composition` (a node's interfaces), `bmc` (a node's BMC and
-//! its address), `steps` (deploy templates and requested steps), `graph`
-//! (`depends_on` and its cycles, which a plan orders by).
+//! its address), `steps` (deploy templates, requested steps and the merged
+//! steps a deploy runs), `graph` (`depends_on` and its cycles). The last two
+//! are also what a plan orders by, so a fleet that validates plans.
 
 mod bmc;
 mod composition;
@@ -13,7 +14,7 @@ pub mod graph;
 mod hardware;
 mod interfaces;
 mod nodes;
-mod steps;
+pub mod steps;
 
 use std::path::PathBuf;
 use std::sync::Arc;

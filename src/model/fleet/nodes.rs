@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::steps::step_request;
+use super::steps::{TemplateReports, step_request};
 use super::{Builder, DeployTemplate, Hardware, Rollout, is_dns_label, is_trait, loc};
 use crate::config::raw::NodeDecl;
 use crate::diag::{self, Loc, Problem, SourceFile, list};
@@ -29,7 +29,7 @@ impl Builder {
         let names: BTreeSet<&str> = decls.iter().map(|(_, d)| d.name.value().as_str()).collect();
         let mut by_name: HashMap<&str, Loc> = HashMap::new();
         let mut by_uuid: HashMap<Uuid, Loc> = HashMap::new();
-        let mut template_reported: BTreeSet<(String, usize, Name)> = BTreeSet::new();
+        let mut template_reported = TemplateReports::new();
         let mut out = Vec::with_capacity(decls.len());
         for (file, decl) in decls {
             let before = self.problems.len();
@@ -131,24 +131,7 @@ impl Builder {
                 at,
             };
             self.instance(file, decl, &node);
-            let mut steps_ok = true;
-            for step in &node.deploy_steps {
-                if let Some(p) = self.check_step(&node, step, None) {
-                    self.push(p);
-                }
-            }
-            for template in templates.iter().filter(|t| node.traits.contains(&t.name)) {
-                for (i, step) in template.steps.iter().enumerate() {
-                    let implementation = node.interfaces.get(step.interface).clone();
-                    if let Some(p) = self.check_step(&node, step, Some(template)) {
-                        steps_ok = false;
-                        // One report per template step and implementation, not per node.
-                        if template_reported.insert((template.name.clone(), i, implementation)) {
-                            self.push(p);
-                        }
-                    }
-                }
-            }
+            let steps_ok = self.node_steps(&node, templates, &mut template_reported);
             if steps_ok && self.problems.len() == before {
                 out.push(Arc::new(node));
             }

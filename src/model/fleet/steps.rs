@@ -1,15 +1,24 @@
-//! Deploy templates, and each requested deploy step (from a template or a
-//! node) checked against what the node's interfaces offer.
+//! Deploy templates; each requested deploy step (from a template or a node)
+//! checked against what the node's interfaces offer; and the steps a deploy
+//! runs once the composed interfaces' own steps, the templates matched by
+//! the node's traits and the node's steps are merged. Validation and the
+//! plan both merge with [`deploy_steps`], so a node that validates plans.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use serde::Serialize;
 
 use super::{Builder, is_trait, loc};
 use crate::config::raw::{StepDecl, TemplateDecl};
 use crate::config::spanned::Sp;
 use crate::diag::{self, Loc, Problem, SourceFile, list};
+use crate::model::catalog::Catalog;
+use crate::model::interface::InterfaceType;
 use crate::model::node::{Node, StepRequest, StepSource};
 use crate::model::step::ArgInfo;
+use crate::vocab::Name;
 
 /// A deploy template: steps for nodes carrying the trait `name`.
 #[derive(Debug, Clone)]
@@ -18,6 +27,11 @@ pub struct DeployTemplate {
     pub steps: Vec<StepRequest>,
     pub at: Loc,
 }
+
+/// The template steps already reported wrong, by (template, step index,
+/// implementation): a template's problem is reported once, naming the first
+/// node it breaks, not once per node.
+pub(super) type TemplateReports = BTreeSet<(String, usize, Name)>;
 
 impl Builder {
     pub(super) fn templates(
@@ -65,8 +79,42 @@ impl Builder {
         out
     }
 
+    /// Check the steps `node` asks for, itself and through its templates,
+    /// and the steps a deploy of it runs once they are merged. False when any
+    /// is wrong, even when the problem was reported for an earlier node.
+    pub(super) fn node_steps(
+        &mut self,
+        node: &Node,
+        templates: &[DeployTemplate],
+        reported: &mut TemplateReports,
+    ) -> bool {
+        let mut ok = true;
+        for step in &node.deploy_steps {
+            if let Some(p) = self.check_step(node, step, None) {
+                ok = false;
+                self.push(p);
+            }
+        }
+        for template in templates.iter().filter(|t| node.traits.contains(&t.name)) {
+            for (i, step) in template.steps.iter().enumerate() {
+                let implementation = node.interfaces.get(step.interface).clone();
+                if let Some(p) = self.check_step(node, step, Some(template)) {
+                    ok = false;
+                    if reported.insert((template.name.clone(), i, implementation)) {
+                        self.push(p);
+                    }
+                }
+            }
+        }
+        if let Err(problems) = deploy_steps(&self.catalog, templates, node) {
+            ok = false;
+            self.problems.extend(problems);
+        }
+        ok
+    }
+
     /// Check a requested step against what the node's interfaces offer.
-    pub(super) fn check_step(
+    fn check_step(
         &self,
         node: &Node,
         step: &StepRequest,
@@ -198,5 +246,195 @@ pub(super) fn step_request(
             .unwrap_or_default(),
         source,
         at: Loc::new(file, decl.span()),
+    }
+}
+
+/// A deploy step as it will run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    pub interface: InterfaceType,
+    pub step: String,
+    pub priority: u32,
+    pub args: BTreeMap<String, serde_json::Value>,
+    /// `driver`, `template` or `node`.
+    #[serde(serialize_with = "source_kind")]
+    pub source: StepSource,
+    /// The deploy template, when `source` is `template`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    pub abortable: bool,
+    #[serde(skip)]
+    pub at: Option<Loc>,
+}
+
+fn source_kind<S: serde::Serializer>(source: &StepSource, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match source {
+        StepSource::Driver => "driver",
+        StepSource::Template(_) => "template",
+        StepSource::Node => "node",
+    })
+}
+
+impl PlannedStep {
+    /// `interface.step`, as Ironic names steps.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.interface, self.step)
+    }
+}
+
+/// Ironic's order: priority descending, then interface rank (vendor 7 …
+/// raid 1), then interface name and step name for a total order.
+pub fn sort(steps: &mut [PlannedStep]) {
+    steps.sort_by(|a, b| {
+        (
+            Reverse(a.priority),
+            Reverse(a.interface.step_rank()),
+            a.interface.as_str(),
+            &a.step,
+        )
+            .cmp(&(
+                Reverse(b.priority),
+                Reverse(b.interface.step_rank()),
+                b.interface.as_str(),
+                &b.step,
+            ))
+    });
+}
+
+/// The steps a deploy of `node` runs, in order: the composed interfaces'
+/// own steps, then the deploy templates matched by its traits, then its own;
+/// a later source overrides an earlier one by (interface, step), and
+/// priority 0 removes a step. What is wrong is judged on the merged steps: a
+/// step two templates set conflicts unless the node sets it too, and an
+/// interface's step that runs by default needs its required arguments
+/// unless a template or the node replaces it.
+pub fn deploy_steps(
+    catalog: &Catalog,
+    templates: &[DeployTemplate],
+    node: &Node,
+) -> Result<Vec<PlannedStep>, Vec<Problem>> {
+    type Key = (InterfaceType, String);
+    let mut chosen: BTreeMap<Key, PlannedStep> = BTreeMap::new();
+    // Interface steps that would run without the arguments they require.
+    let mut unsatisfied: BTreeMap<Key, Problem> = BTreeMap::new();
+
+    for kind in InterfaceType::ALL {
+        let Some(imp) = catalog.get(kind, node.interfaces.get(kind)) else {
+            continue;
+        };
+        for def in imp.steps.iter().filter(|s| s.priority > 0) {
+            let key = (kind, def.step.clone());
+            let missing: Vec<&String> = def
+                .argsinfo
+                .iter()
+                .filter(|(_, info)| info.required)
+                .map(|(name, _)| name)
+                .collect();
+            if !missing.is_empty() {
+                let problem = Problem::new(
+                    "rivet::step::missing_argument",
+                    format!(
+                        "node `{}`: step `{kind}.{}` of {kind} interface `{}` runs by default (priority {}) but needs {}",
+                        node.name,
+                        def.step,
+                        imp.name,
+                        def.priority,
+                        list(&missing)
+                    ),
+                )
+                .help(format!(
+                    "give the arguments in a [[node.deploy_steps]] for `{kind}.{}`, or set its priority to 0 there to skip it",
+                    def.step
+                ));
+                let problem = match &imp.declared_at {
+                    Some(at) => problem
+                        .at(at, "declared here")
+                        .also(&node.at, "for this node"),
+                    None => problem.at(&node.at, "this node"),
+                };
+                unsatisfied.insert(key.clone(), problem);
+            }
+            chosen.insert(
+                key,
+                PlannedStep {
+                    interface: kind,
+                    step: def.step.clone(),
+                    priority: def.priority,
+                    args: BTreeMap::new(),
+                    source: StepSource::Driver,
+                    template: None,
+                    abortable: def.abortable,
+                    at: imp.declared_at.clone(),
+                },
+            );
+        }
+    }
+
+    let set_by_node: BTreeSet<Key> = node
+        .deploy_steps
+        .iter()
+        .map(|req| (req.interface, req.step.clone()))
+        .collect();
+    let mut conflicts = Vec::new();
+    let mut from_template: BTreeMap<Key, (&str, &Loc)> = BTreeMap::new();
+    for template in templates.iter().filter(|t| node.traits.contains(&t.name)) {
+        for req in &template.steps {
+            let key = (req.interface, req.step.clone());
+            if let Some((other, other_at)) = from_template.get(&key) {
+                // The node's own step decides between them.
+                if !set_by_node.contains(&key) {
+                    conflicts.push(
+                        Problem::new(
+                            "rivet::step::template_conflict",
+                            format!(
+                                "node `{}`: deploy templates `{other}` and `{}` both set step `{}.{}`",
+                                node.name, template.name, req.interface, req.step
+                            ),
+                        )
+                        .at(&req.at, format!("set by {}", template.name))
+                        .also(other_at, format!("also set by {other}"))
+                        .also(&node.at, "the node carrying both traits")
+                        .help("keep the step in one template, or set it on the node with [[node.deploy_steps]] to decide"),
+                    );
+                }
+                continue;
+            }
+            from_template.insert(key.clone(), (&template.name, &req.at));
+            unsatisfied.remove(&key);
+            chosen.insert(key, planned(catalog, node, req));
+        }
+    }
+    for req in &node.deploy_steps {
+        let key = (req.interface, req.step.clone());
+        unsatisfied.remove(&key);
+        chosen.insert(key, planned(catalog, node, req));
+    }
+    let mut problems: Vec<Problem> = unsatisfied.into_values().collect();
+    problems.append(&mut conflicts);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut steps: Vec<PlannedStep> = chosen.into_values().filter(|s| s.priority > 0).collect();
+    sort(&mut steps);
+    Ok(steps)
+}
+
+fn planned(catalog: &Catalog, node: &Node, req: &StepRequest) -> PlannedStep {
+    let abortable = catalog
+        .get(req.interface, node.interfaces.get(req.interface))
+        .and_then(|imp| imp.step(&req.step))
+        .is_some_and(|def| def.abortable);
+    PlannedStep {
+        interface: req.interface,
+        step: req.step.clone(),
+        priority: req.priority,
+        args: req.args.clone(),
+        source: req.source.clone(),
+        template: match &req.source {
+            StepSource::Template(name) => Some(name.clone()),
+            _ => None,
+        },
+        abortable,
+        at: Some(req.at.clone()),
     }
 }
