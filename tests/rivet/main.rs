@@ -19,5 +19,6 @@ mod plan;
 mod plan_props;
 mod redfish;
 mod redfish_bed;
+mod refusals;
 mod schema;
 mod support;

@@ -13,7 +13,7 @@ use crate::support::{TempFleet, copy_dir, fixture, root};
 /// Copy a plan fixture into a temporary directory and load its
 /// `observed.json` (node name → stored record) into a real state file.
 /// `"$DECLARED"` as `deployed_instance` stands for the declared instance.
-fn prepare(case: &str) -> Fleet {
+pub(crate) fn prepare(case: &str) -> Fleet {
     let tmp = tempfile::tempdir().unwrap();
     let dir = if case == "quickstart" {
         // The quickstart's plugin lives beside it in examples/.
@@ -35,13 +35,13 @@ fn prepare(case: &str) -> Fleet {
 }
 
 /// A fleet copied into a temporary directory (removed on drop).
-struct Fleet {
+pub(crate) struct Fleet {
     _tmp: tempfile::TempDir,
     dir: std::path::PathBuf,
 }
 
 impl Fleet {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 }
