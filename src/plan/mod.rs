@@ -15,12 +15,12 @@ use serde::Serialize;
 use crate::diag::Problem;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
+use crate::model::fleet::graph::Dependencies;
 use crate::model::node::{Node, SecretSource};
 use crate::store::Snapshot;
 use crate::store::records::NodeRecord;
 use crate::vocab::{BootDevice, BootMode, PowerState, ProvisionState};
 use fingerprint::Fingerprint;
-use graph::Dependencies;
 use provision::{Transition, Verb};
 use steps::PlannedStep;
 
@@ -382,8 +382,10 @@ pub fn build(
     observed: &BTreeMap<String, Observed>,
     warnings: Vec<String>,
 ) -> Result<Plan, Vec<Problem>> {
-    let deps = Dependencies::new(fleet);
-    let mut problems = deps.cycles(fleet);
+    // Validation leaves the nodes of a cycle out of a loaded fleet; checking
+    // again keeps the waves safe for any `Fleet`.
+    let deps = Dependencies::new(&fleet.nodes);
+    let mut problems: Vec<Problem> = deps.cycles().into_iter().map(|c| c.problem).collect();
 
     let mut nodes = Vec::with_capacity(fleet.nodes.len());
     for node in &fleet.nodes {
@@ -402,7 +404,7 @@ pub fn build(
     }
 
     let changed: Vec<bool> = nodes.iter().map(|n| n.change != Change::None).collect();
-    let waves_of = deps.waves(fleet, &changed);
+    let waves_of = graph::waves(&deps, fleet, &changed);
     let wave_count = waves_of.iter().flatten().map(|w| w + 1).max().unwrap_or(0);
     let mut waves = vec![Vec::new(); wave_count];
     for (plan, wave) in nodes.iter_mut().zip(&waves_of) {
@@ -414,7 +416,7 @@ pub fn build(
 
     let summary = summarize(&nodes);
     let edges = deps
-        .edges(fleet)
+        .edges()
         .into_iter()
         .map(|e| EdgeView {
             from: e.from,

@@ -92,3 +92,26 @@ fn duplicate_names_show_both_places() {
     assert_eq!(record.related[0].file, "nodes/a.toml");
     assert_eq!((record.related[0].line, record.related[0].column), (2, 8));
 }
+
+#[test]
+fn nodes_in_a_dependency_cycle_are_left_out_and_their_dependents_stay() {
+    let loaded = load(&fixture("invalid/dependency_cycle"));
+    let codes: Vec<&str> = loaded.problems.iter().map(|p| p.code).collect();
+    assert_eq!(codes, ["rivet::plan::cycle"]);
+    assert_eq!(
+        loaded.problems[0].message,
+        "dependency cycle: db → web → db"
+    );
+    let valid: Vec<&str> = loaded.fleet.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(valid, ["lb"]);
+}
+
+#[test]
+fn template_conflicts_are_found_on_nodes_that_are_not_to_be_deployed() {
+    // n1 is declared `available`: no plan would deploy it yet, but its
+    // templates are already in conflict.
+    let loaded = load(&fixture("invalid/template_conflict"));
+    let codes: Vec<&str> = loaded.problems.iter().map(|p| p.code).collect();
+    assert_eq!(codes, ["rivet::step::template_conflict"]);
+    assert!(loaded.fleet.nodes.is_empty());
+}

@@ -20,6 +20,7 @@ mod plan;
 mod plan_props;
 mod redfish;
 mod redfish_bed;
+mod refusals;
 mod schema;
 mod support;
 mod tidy;

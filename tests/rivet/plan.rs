@@ -8,12 +8,12 @@ use rivet::store::Store;
 use rivet::store::records::{FakeBmcRecord, NodeRecord};
 use rivet::vocab::PowerState;
 
-use crate::support::{copy_dir, fixture, root};
+use crate::support::{TempFleet, copy_dir, fixture, root};
 
 /// Copy a plan fixture into a temporary directory and load its
 /// `observed.json` (node name → stored record) into a real state file.
 /// `"$DECLARED"` as `deployed_instance` stands for the declared instance.
-fn prepare(case: &str) -> Fleet {
+pub(crate) fn prepare(case: &str) -> Fleet {
     let tmp = tempfile::tempdir().unwrap();
     let from = if case == "quickstart" {
         root().join("examples/quickstart")
@@ -33,13 +33,13 @@ fn prepare(case: &str) -> Fleet {
 }
 
 /// A fleet copied into a temporary directory (removed on drop).
-struct Fleet {
+pub(crate) struct Fleet {
     _tmp: tempfile::TempDir,
     dir: std::path::PathBuf,
 }
 
 impl Fleet {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 }
@@ -351,4 +351,92 @@ fn a_refreshed_plan_reads_the_password_and_never_shows_it() {
         );
         assert!(!all.contains("hunter2"), "the password leaked: {all}");
     }
+}
+
+/// The deploy steps of `node` in a dry run's JSON plan, as `interface.step`
+/// with priority and source.
+fn planned_steps(dir: &Path, node: &str) -> Vec<(String, u64, String)> {
+    let run = reconcile(dir, &["--dry-run", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let node = plan["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == node)
+        .expect("the node is planned");
+    node["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                format!(
+                    "{}.{}",
+                    s["interface"].as_str().unwrap(),
+                    s["step"].as_str().unwrap()
+                ),
+                s["priority"].as_u64().unwrap(),
+                s["source"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_node_decides_a_step_that_two_of_its_templates_set() {
+    let fleet = TempFleet::new(&[
+        (
+            "drivers/t.toml",
+            "[[deploy_template]]\nname = \"CUSTOM_A\"\nsteps = [{ interface = \"bios\", step = \"factory_reset\", priority = 150 }]\n\n\
+             [[deploy_template]]\nname = \"CUSTOM_B\"\nsteps = [{ interface = \"bios\", step = \"factory_reset\", priority = 170 }]\n",
+        ),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ntraits = [\"CUSTOM_A\", \"CUSTOM_B\"]\n\
+             desired = { provision = \"active\" }\n\
+             [[node.deploy_steps]]\ninterface = \"bios\"\nstep = \"factory_reset\"\npriority = 120\n",
+        ),
+    ]);
+    let loaded = rivet::model::fleet::load(fleet.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    let steps = planned_steps(fleet.path(), "n1");
+    assert!(
+        steps.contains(&("bios.factory_reset".to_string(), 120, "node".to_string())),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn a_node_step_gives_a_default_step_its_arguments_or_disables_it() {
+    let drivers =
+        std::fs::read_to_string(fixture("plan/missing_required_argument/drivers/acme.toml"))
+            .unwrap();
+    let node = |step: &str| {
+        format!(
+            "[[node]]\nname = \"n1\"\ndriver = \"acme-fake\"\ndesired = {{ provision = \"active\" }}\n\
+             [[node.deploy_steps]]\ninterface = \"vendor\"\nstep = \"apply_profile\"\n{step}\n"
+        )
+    };
+    let given = TempFleet::new(&[
+        ("drivers/acme.toml", &drivers),
+        (
+            "nodes/a.toml",
+            &node("priority = 130\nargs = { profile = \"throughput\" }"),
+        ),
+    ]);
+    let steps = planned_steps(given.path(), "n1");
+    assert!(
+        steps.contains(&("vendor.apply_profile".to_string(), 130, "node".to_string())),
+        "{steps:?}"
+    );
+    let disabled = TempFleet::new(&[
+        ("drivers/acme.toml", &drivers),
+        ("nodes/a.toml", &node("priority = 0")),
+    ]);
+    let steps = planned_steps(disabled.path(), "n1");
+    assert!(
+        steps.iter().all(|(id, _, _)| id != "vendor.apply_profile"),
+        "{steps:?}"
+    );
 }

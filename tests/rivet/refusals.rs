@@ -1,0 +1,184 @@
+//! `rivet validate` refuses exactly what `rivet reconcile --dry-run`
+//! refuses: a pull request that validates also plans.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+use crate::support::{copy_dir, fixture};
+
+/// One problem as a command reports it: its code, its place, and the places
+/// in other files it points to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Reported {
+    code: String,
+    at: Option<String>,
+    see: Vec<String>,
+}
+
+struct Refusal {
+    code: i32,
+    problems: Vec<Reported>,
+}
+
+fn rivet(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("rivet")
+        .unwrap()
+        .env("NO_COLOR", "1")
+        .env("RIVET_TEST_BMC_PASSWORD", "hunter2-canary")
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// `rivet validate --format json`: every error record.
+fn validate(dir: &Path) -> Refusal {
+    let out = rivet(dir, &["validate", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("validate printed no JSON ({e}): {:?}", out));
+    let position = |v: &serde_json::Value| {
+        format!(
+            "{}:{}:{}",
+            v["file"].as_str().unwrap(),
+            v["line"],
+            v["column"]
+        )
+    };
+    let mut problems: Vec<Reported> = doc["errors"]
+        .as_array()
+        .expect("an `errors` list")
+        .iter()
+        .map(|e| {
+            let file = e["file"].as_str();
+            Reported {
+                code: e["code"].as_str().expect("a code").to_string(),
+                at: file.map(|_| position(e)),
+                // The human form quotes places in the primary file inline,
+                // without their position: compare the others.
+                see: e["related"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["file"].as_str() != file)
+                    .map(position)
+                    .collect(),
+            }
+        })
+        .collect();
+    problems.sort();
+    Refusal {
+        code: out.status.code().unwrap_or(-1),
+        problems,
+    }
+}
+
+/// `rivet reconcile --dry-run`, read from its human diagnostics on stderr:
+/// each problem starts with its code on a line of its own, its place is the
+/// first snippet's header, and places in other files follow as `☞ see …`.
+fn dry_run(dir: &Path) -> Refusal {
+    let out = rivet(dir, &["reconcile", "--dry-run"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let is_code = |line: &str| {
+        line.starts_with("rivet::")
+            && line
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b':')
+    };
+    let mut problems: Vec<Reported> = Vec::new();
+    let mut in_advice = false;
+    for line in stderr.lines() {
+        if is_code(line) {
+            problems.push(Reported {
+                code: line.to_string(),
+                at: None,
+                see: Vec::new(),
+            });
+            in_advice = false;
+            continue;
+        }
+        let Some(current) = problems.last_mut() else {
+            continue;
+        };
+        if line.starts_with("Advice:") {
+            in_advice = true;
+        } else if let Some(place) = line.trim_start().strip_prefix("☞ see ") {
+            current.see.push(place.trim().to_string());
+        } else if !in_advice
+            && current.at.is_none()
+            && let Some(header) = line.split("╭─[").nth(1)
+        {
+            current.at = Some(header.trim_end().trim_end_matches(']').to_string());
+        }
+    }
+    problems.sort();
+    let count = format!("error: {} problem", problems.len());
+    assert!(
+        problems.is_empty() || stderr.contains(&count),
+        "the summary does not count {} problems:\n{stderr}",
+        problems.len()
+    );
+    Refusal {
+        code: out.status.code().unwrap_or(-1),
+        problems,
+    }
+}
+
+fn fixtures(group: &str) -> Vec<String> {
+    let mut cases: Vec<String> = std::fs::read_dir(fixture(group))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// Both commands refuse `dir` with the same problems at the same places.
+fn assert_same_refusal(case: &str, dir: &Path) {
+    let validated = validate(dir);
+    let planned = dry_run(dir);
+    assert!(
+        !validated.problems.is_empty(),
+        "{case}: `rivet validate` reports nothing"
+    );
+    assert!(
+        !planned.problems.is_empty(),
+        "{case}: `rivet reconcile --dry-run` reports nothing"
+    );
+    assert_ne!(validated.code, 0, "{case}: `rivet validate` exits 0");
+    assert_ne!(
+        planned.code, 0,
+        "{case}: `rivet reconcile --dry-run` exits 0"
+    );
+    assert_eq!(
+        validated.problems, planned.problems,
+        "{case}: validate (left) and reconcile --dry-run (right) differ"
+    );
+}
+
+#[test]
+fn validate_refuses_what_a_dry_run_refuses_with_the_same_codes_and_places() {
+    for case in fixtures("invalid") {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&fixture(&format!("invalid/{case}")), tmp.path());
+        assert_same_refusal(&case, tmp.path());
+    }
+    let mut refused_plans = Vec::new();
+    for case in fixtures("plan") {
+        let fleet = crate::plan::prepare(&case);
+        if validate(fleet.path()).code != 0 || dry_run(fleet.path()).code != 0 {
+            assert_same_refusal(&case, fleet.path());
+            refused_plans.push(case);
+        }
+    }
+    for case in [
+        "missing_required_argument",
+        "template_conflict",
+        "three_node_cycle",
+    ] {
+        assert!(
+            refused_plans.iter().any(|c| c == case),
+            "plan fixture {case} is no longer refused: {refused_plans:?}"
+        );
+    }
+}
