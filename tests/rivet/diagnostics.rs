@@ -115,3 +115,103 @@ fn template_conflicts_are_found_on_nodes_that_are_not_to_be_deployed() {
     assert_eq!(codes, ["rivet::step::template_conflict"]);
     assert!(loaded.fleet.nodes.is_empty());
 }
+
+/// The problem codes a fixture's `expect` file lists, one a line.
+fn expected_codes(case: &str) -> Vec<String> {
+    let path = fixture(&format!("invalid/{case}/expect"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("{case}: no `expect` file listing the problem codes the fixture is for")
+    });
+    let mut codes: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    codes.sort();
+    codes
+}
+
+#[test]
+fn every_invalid_fleet_finds_exactly_the_problems_it_is_for() {
+    for case in cases() {
+        let loaded = load(&fixture(&format!("invalid/{case}")));
+        let mut found: Vec<String> = loaded.problems.iter().map(|p| p.code.to_string()).collect();
+        found.sort();
+        assert_eq!(
+            found,
+            expected_codes(&case),
+            "{case}: the problems found are not those its `expect` file names"
+        );
+        for problem in &loaded.problems {
+            assert!(
+                problem.at.is_some() || WITHOUT_PLACE.contains(&problem.code),
+                "{case}: `{}` has no place",
+                problem.code
+            );
+        }
+    }
+}
+
+/// Every problem code written in `src/` (`"rivet::area::what"`, but for
+/// tracing targets).
+fn codes_in_src() -> std::collections::BTreeSet<String> {
+    let mut codes = std::collections::BTreeSet::new();
+    let mut dirs = vec![crate::support::root().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, _) in text.match_indices("\"rivet::") {
+                let rest = &text[i + 1..];
+                let code: String = rest
+                    .chars()
+                    .take_while(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':'
+                    })
+                    .collect();
+                let before = text[..i].trim_end();
+                let is_target = before.ends_with("target:");
+                if code.matches("::").count() == 2 && !is_target {
+                    codes.insert(code);
+                }
+            }
+        }
+    }
+    codes
+}
+
+#[test]
+fn every_problem_code_has_a_fixture() {
+    let mut covered: std::collections::BTreeSet<String> = cases()
+        .iter()
+        .flat_map(|case| expected_codes(case))
+        .collect();
+    // A fixture is a directory, so "not a directory" is a file given instead.
+    let file = fixture("invalid/unknown_rollout/rivet.toml");
+    let not_a_dir = load(&file);
+    assert_eq!(
+        not_a_dir
+            .problems
+            .iter()
+            .map(|p| p.code)
+            .collect::<Vec<_>>(),
+        vec!["rivet::load::no_directory"]
+    );
+    covered.insert("rivet::load::no_directory".into());
+    let in_src = codes_in_src();
+    assert!(
+        in_src.len() > 40,
+        "found only {} codes in src/",
+        in_src.len()
+    );
+    let uncovered: Vec<&String> = in_src.difference(&covered).collect();
+    assert!(
+        uncovered.is_empty(),
+        "problem codes with no fixture under tests/fixtures/invalid: {uncovered:?}"
+    );
+}

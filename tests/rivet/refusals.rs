@@ -14,6 +14,9 @@ struct Reported {
     code: String,
     at: Option<String>,
     see: Vec<String>,
+    /// Every snippet's header: a problem whose places lie far apart in one
+    /// file is shown as several snippets, the first place first.
+    places: Vec<String>,
 }
 
 struct Refusal {
@@ -63,6 +66,7 @@ fn validate(dir: &Path) -> Refusal {
                     .filter(|r| r["file"].as_str() != file)
                     .map(position)
                     .collect(),
+                places: Vec::new(),
             }
         })
         .collect();
@@ -73,11 +77,16 @@ fn validate(dir: &Path) -> Refusal {
     }
 }
 
-/// `rivet reconcile --dry-run`, read from its human diagnostics on stderr:
-/// each problem starts with its code on a line of its own, its place is the
-/// first snippet's header, and places in other files follow as `☞ see …`.
+/// `rivet reconcile --dry-run`, read from its human diagnostics on stderr.
 fn dry_run(dir: &Path) -> Refusal {
-    let out = rivet(dir, &["reconcile", "--dry-run"]);
+    human(dir, &["reconcile", "--dry-run"])
+}
+
+/// A command's human diagnostics on stderr: each problem starts with its
+/// code on a line of its own, its place is the first snippet's header, and
+/// places in other files follow as `☞ see …`.
+fn human(dir: &Path, args: &[&str]) -> Refusal {
+    let out = rivet(dir, args);
     let stderr = String::from_utf8(out.stderr).unwrap();
     let is_code = |line: &str| {
         line.starts_with("rivet::")
@@ -93,6 +102,7 @@ fn dry_run(dir: &Path) -> Refusal {
                 code: line.to_string(),
                 at: None,
                 see: Vec::new(),
+                places: Vec::new(),
             });
             in_advice = false;
             continue;
@@ -104,11 +114,10 @@ fn dry_run(dir: &Path) -> Refusal {
             in_advice = true;
         } else if let Some(place) = line.trim_start().strip_prefix("☞ see ") {
             current.see.push(place.trim().to_string());
-        } else if !in_advice
-            && current.at.is_none()
-            && let Some(header) = line.split("╭─[").nth(1)
-        {
-            current.at = Some(header.trim_end().trim_end_matches(']').to_string());
+        } else if !in_advice && let Some(header) = line.split("╭─[").nth(1) {
+            let place = header.trim_end().trim_end_matches(']').to_string();
+            current.at.get_or_insert_with(|| place.clone());
+            current.places.push(place);
         }
     }
     problems.sort();
@@ -150,10 +159,30 @@ fn assert_same_refusal(case: &str, dir: &Path) {
         planned.code, 0,
         "{case}: `rivet reconcile --dry-run` exits 0"
     );
+    // Both render their problems the same way: the human forms are equal.
+    let validated_human = human(dir, &["validate"]);
     assert_eq!(
-        validated.problems, planned.problems,
+        validated_human.problems, planned.problems,
         "{case}: validate (left) and reconcile --dry-run (right) differ"
     );
+    // And validate's JSON records name those problems at those places.
+    let mut json_codes: Vec<&str> = validated.problems.iter().map(|p| p.code.as_str()).collect();
+    let mut human_codes: Vec<&str> = planned.problems.iter().map(|p| p.code.as_str()).collect();
+    json_codes.sort();
+    human_codes.sort();
+    assert_eq!(
+        json_codes, human_codes,
+        "{case}: JSON (left) and human (right) codes differ"
+    );
+    for record in &validated.problems {
+        assert!(
+            planned.problems.iter().any(|p| p.code == record.code
+                && p.see == record.see
+                && record.at.as_ref().is_none_or(|at| p.places.contains(at))),
+            "{case}: {record:?} is not among the dry run's {:?}",
+            planned.problems
+        );
+    }
 }
 
 #[test]
