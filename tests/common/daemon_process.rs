@@ -20,9 +20,21 @@ impl DaemonProcess {
     /// Start `rivet --log-format json daemon --http 127.0.0.1:0 DIR` with
     /// `RIVET_LOG=log` and `env`; returns once it logs `daemon ready`.
     pub fn start(dir: &Path, log: &str, env: &[(&str, &str)], ready_within: Duration) -> Self {
+        Self::start_with(dir, log, env, &["--http", "127.0.0.1:0"], ready_within)
+    }
+
+    /// Start `rivet --log-format json daemon ARGS DIR`, as `start` does.
+    pub fn start_with(
+        dir: &Path,
+        log: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        ready_within: Duration,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_rivet"));
         command
-            .args(["--log-format", "json", "daemon", "--http", "127.0.0.1:0"])
+            .args(["--log-format", "json", "daemon"])
+            .args(args)
             .arg(dir)
             .env("RIVET_LOG", log)
             .stdout(Stdio::null())
@@ -115,10 +127,15 @@ impl DaemonProcess {
 
     /// SIGTERM, expect exit status 0 within 30 s, and return every log line
     /// (what was left in the pipe included).
-    pub fn stop(mut self) -> Vec<String> {
+    pub fn stop(self) -> Vec<String> {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// `signal`, then as `stop`.
+    pub fn stop_with(mut self, signal: i32) -> Vec<String> {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id() as i32, signal);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -126,7 +143,10 @@ impl DaemonProcess {
                 assert!(status.success(), "daemon exited with {status}");
                 break;
             }
-            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop on signal {signal}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // The reader thread ends at the pipe's end, dropping its handle.
