@@ -181,7 +181,8 @@ fn kill_9_at_twenty_points_loses_nothing_and_repeats_no_completed_operation() {
     let fleet = twenty_nodes();
     let dir = fleet.path();
     // Each node has 14 operations, 280 in all. The kills land at completed
-    // operations spread evenly from the first to the last but two, counted
+    // operations spread evenly from the first to the last but ten (several
+    // nodes run at once, so a kill may land a few operations late), counted
     // from the store between runs (an operation in flight at a kill may run
     // again, so the store, not the output, says how far the fleet got).
     const TOTAL: usize = 280;
@@ -189,7 +190,7 @@ fn kill_9_at_twenty_points_loses_nothing_and_repeats_no_completed_operation() {
     let mut interrupted: BTreeSet<String> = BTreeSet::new();
     let mut landed = Vec::new();
     for kill in 0..KILLS {
-        let target = 1 + kill * (TOTAL - 3) / (KILLS - 1);
+        let target = 1 + kill * (TOTAL - 11) / (KILLS - 1);
         let done = completed_operations(dir);
         let more = target.saturating_sub(done).max(1);
         assert!(
@@ -206,7 +207,7 @@ fn kill_9_at_twenty_points_loses_nothing_and_repeats_no_completed_operation() {
     // in the first node's operations and the last near the end.
     assert!(landed[0] <= 4, "the first kill landed at {}", landed[0]);
     assert!(
-        landed[KILLS - 1] >= TOTAL - 20 && landed[KILLS - 1] < TOTAL,
+        landed[KILLS - 1] >= TOTAL - 30 && landed[KILLS - 1] < TOTAL,
         "the last kill landed at {} of {TOTAL}",
         landed[KILLS - 1]
     );
