@@ -246,3 +246,42 @@ fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
     rt().block_on(conductor.close_sessions());
     assert!(live.lock().unwrap().is_empty(), "the session was deleted");
 }
+
+#[test]
+fn a_plugin_with_secrets_printing_the_password_is_scrubbed() {
+    let dir = TempFleet::new(&[
+        (
+            "nodes/n.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\nbmc = { address = \"fake://n1\", username = \"admin\", password_file = \"bmc.pass\" }\n",
+        ),
+        ("bmc.pass", "pw-canary\n"),
+        (
+            "plugin.sh",
+            "#!/bin/sh\nread -r request\necho \"seen $request\" >&2\necho '{\"error\": {\"message\": \"bad pw-canary YWRtaW46cHctY2FuYXJ5\"}}'\n",
+        ),
+    ]);
+    let path = dir.path().join("plugin.sh");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let plugin = rivet::driver::exec::ExecPlugin {
+        command: vec!["./plugin.sh".into()],
+        root: dir.path().to_path_buf(),
+        timeout: Duration::from_secs(5),
+        needs_secrets: true,
+    };
+    let fleet = crate::redfish::load(dir.path());
+    let err = rt()
+        .block_on(plugin.call(
+            "vendor.passthru",
+            fleet.node("n1").unwrap(),
+            serde_json::json!({}),
+        ))
+        .unwrap_err();
+    assert!(
+        err.message.contains("bad ***") && err.message.contains("stderr: seen"),
+        "{err}"
+    );
+    assert!(
+        !err.message.contains("pw-canary") && !err.message.contains("YWRtaW46cHctY2FuYXJ5"),
+        "{err}"
+    );
+}
