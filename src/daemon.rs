@@ -74,6 +74,7 @@ pub async fn serve(
     // The loop also ends on its own errors: stop the API with it.
     shutdown.cancel();
     let _ = api.await;
+    shared.close_sessions().await;
     let journal = shared.journal.clone();
     drop(shared);
     journal.close();

@@ -311,7 +311,9 @@ async fn nodes_detail(
     nodes::list(state, base, axum::extract::Query(params)).await
 }
 
-/// `GET /healthz`: 200 when the store answers and the watcher runs, else 503.
+/// `GET /healthz`: 200 when the store answers, the watcher runs and no node
+/// failed by a bug in rivet ("degraded" names those until they converge
+/// again), else 503.
 async fn healthz(State(state): State<ApiState>) -> Response {
     let store = Arc::clone(&state.conductor.store);
     let store_check = tokio::task::spawn_blocking(move || store.node(""))
@@ -320,15 +322,30 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         .and_then(|r| r.map(drop).map_err(|e| e.to_string()));
     let watcher = state.conductor.watcher_alive();
     let healthy = store_check.is_ok() && watcher;
+    // Nodes whose last failure was a bug in rivet, until they converge again.
+    let marker = format!("{}:", crate::reconcile::unwind::INTERNAL_ERROR);
+    let internal_errors: Vec<String> = state
+        .index()
+        .entries
+        .iter()
+        .filter(|e| {
+            e.record
+                .as_ref()
+                .and_then(|r| r.last_error.as_deref())
+                .is_some_and(|error| error.contains(&marker))
+        })
+        .map(|e| e.name.to_string())
+        .collect();
     let doc = json!({
-        "status": if healthy { "ok" } else { "unhealthy" },
+        "status": if !healthy { "unhealthy" } else if internal_errors.is_empty() { "ok" } else { "degraded" },
+        "internal_errors": internal_errors,
         "store": match &store_check { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
         "watcher_alive": watcher,
         "last_pass_age_seconds": state.conductor.last_pass().map(|t| t.elapsed().as_secs_f64()),
         "declaration_problems": state.conductor.declaration_problems(),
         "nodes": state.index().entries.len(),
     });
-    let status = if healthy {
+    let status = if healthy && internal_errors.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

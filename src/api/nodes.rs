@@ -206,15 +206,9 @@ pub async fn list(
     }
     let limit = match params.get("limit") {
         None => MAX_LIMIT,
-        Some(text) => match text.parse::<i64>() {
-            Ok(0) => MAX_LIMIT,
-            Ok(n) if n > 0 => (n as usize).min(MAX_LIMIT),
-            _ => {
-                return Err(ApiError::BadParameter {
-                    param: "limit".into(),
-                    message: format!("`{text}`: Limit must be positive"),
-                });
-            }
+        Some(text) => match parse_limit(text)? {
+            0 => MAX_LIMIT,
+            n => n.min(MAX_LIMIT),
         },
     };
     // Positions into `index.entries` in the asked order; None: by name.
@@ -504,16 +498,18 @@ pub async fn history(
 ) -> ApiResult<Response> {
     let index = state.index();
     let entry = find(&index, &id)?;
-    let limit =
-        match params.get("limit") {
-            None => 100,
-            Some(t) => t.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ApiError::BadParameter {
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(t) => match parse_limit(t)? {
+            0 => {
+                return Err(ApiError::BadParameter {
                     param: "limit".into(),
                     message: format!("`{t}`: Limit must be positive"),
-                }
-            })?,
-        };
+                });
+            }
+            n => n,
+        },
+    };
     let events = node_events(&state, &entry.name, limit).await?;
     let host = &index.fleet.conductor.host;
     let items: Vec<Value> = events
@@ -521,4 +517,17 @@ pub async fn history(
         .map(|e| history_item(&base, host, &entry.uuid, e))
         .collect();
     Ok(json_text(json!({ "history": items }).to_string()))
+}
+
+/// A `limit` parameter: a whole number, at least 0; one too large for any
+/// count (`10^20`) is as many as there are, not an error.
+fn parse_limit(text: &str) -> Result<usize, ApiError> {
+    match text.parse::<usize>() {
+        Ok(n) => Ok(n),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(usize::MAX),
+        Err(_) => Err(ApiError::BadParameter {
+            param: "limit".into(),
+            message: format!("`{text}`: Limit must be positive"),
+        }),
+    }
 }

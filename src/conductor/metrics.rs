@@ -77,6 +77,8 @@ impl Histogram {
 struct Counters {
     /// Converge operations finished, by outcome.
     operations: BTreeMap<&'static str, u64>,
+    /// Operations that failed because rivet itself panicked.
+    internal_errors: u64,
     /// BMC (or plugin) call latency per protocol.
     bmc: BTreeMap<String, Histogram>,
     passthru: BTreeMap<(Scope, u16), u64>,
@@ -94,6 +96,7 @@ impl Default for Metrics {
         Self {
             counters: Mutex::new(Counters {
                 operations: [("succeeded", 0), ("failed", 0)].into(),
+                internal_errors: 0,
                 bmc: BTreeMap::new(),
                 passthru: BTreeMap::new(),
                 passes: Histogram::new(PASS_BUCKETS),
@@ -129,7 +132,14 @@ impl Metrics {
             if e.op_index.is_some() {
                 match e.outcome {
                     Outcome::Succeeded => *c.operations.entry("succeeded").or_default() += 1,
-                    Outcome::Failed => *c.operations.entry("failed").or_default() += 1,
+                    Outcome::Failed => {
+                        *c.operations.entry("failed").or_default() += 1;
+                        if e.detail.as_deref().is_some_and(|d| {
+                            d.starts_with(crate::reconcile::unwind::INTERNAL_ERROR)
+                        }) {
+                            c.internal_errors += 1;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -184,6 +194,13 @@ impl Metrics {
         for (outcome, n) in &c.operations {
             let _ = writeln!(out, "rivet_operations_total{{outcome=\"{outcome}\"}} {n}");
         }
+        head(
+            &mut out,
+            "rivet_internal_errors_total",
+            "counter",
+            "Operations failed by a bug in rivet (a panic), not by a BMC.",
+        );
+        let _ = writeln!(out, "rivet_internal_errors_total {}", c.internal_errors);
         head(
             &mut out,
             "rivet_bmc_call_duration_seconds",

@@ -225,9 +225,28 @@ impl Conductor {
             nodes = new.nodes.len(),
             "declarations reloaded"
         );
-        if new.conductor.ipmi_min_command_interval != old.conductor.ipmi_min_command_interval {
-            *self.registry.write().unwrap_or_else(|e| e.into_inner()) =
-                Arc::new(context::registry(&new, false));
+        let retired =
+            if new.conductor.ipmi_min_command_interval != old.conductor.ipmi_min_command_interval {
+                Some(std::mem::replace(
+                    &mut *self.registry.write().unwrap_or_else(|e| e.into_inner()),
+                    Arc::new(context::registry(&new, false)),
+                ))
+            } else {
+                None
+            };
+        // Sessions of BMCs that left the fleet (or of a replaced registry)
+        // are deleted, not left to pile up on the BMC.
+        let registry = self.registry();
+        let kept = Arc::clone(&new);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Some(old) = retired {
+                    old.close().await;
+                }
+                let nodes: Vec<&crate::model::node::Node> =
+                    kept.nodes.iter().map(|n| n.as_ref()).collect();
+                registry.retain(&nodes).await;
+            });
         }
         *self.fleet.write().unwrap_or_else(|e| e.into_inner()) = new;
         Some(old)
@@ -286,6 +305,12 @@ impl Conductor {
             *self.last_pass.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((Instant::now(), pass));
         }
+    }
+
+    /// Delete the BMC sessions the drivers hold; the daemon calls it when
+    /// it stops.
+    pub async fn close_sessions(&self) {
+        self.registry().close().await;
     }
 
     /// Read every node's power once (drift policy, maintenance).

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use async_trait::async_trait;
 
+use super::scrub::Secrets;
 use super::{DriverError, ErrorKind, Vendor};
 use crate::model::node::Node;
 
@@ -24,6 +25,9 @@ pub struct ExecPlugin {
     /// Declared `needs_secrets = true`: the request carries `bmc.password`.
     pub needs_secrets: bool,
 }
+
+/// The most rivet reads of a plugin's stdout, and of its stderr.
+pub const MAX_OUTPUT: usize = 4 << 20;
 
 /// Kills a plugin's whole process group when the call ends, so nothing it
 /// started outlives a timeout, an aborted step or a shutdown.
@@ -71,21 +75,32 @@ impl ExecPlugin {
     /// arguments, environment, rivet's logs or errors.
     pub async fn call(&self, call: &str, node: &Node, args: Value) -> Result<Value, DriverError> {
         let mut document = node_document(node);
+        let mut secrets = Secrets::default();
         if self.needs_secrets
             && let Some(password) = super::secret::bmc_password(node, &self.root)?
         {
+            // What the plugin says may repeat what it was given.
+            secrets = Secrets::login(node.bmc.username.as_deref(), Some(&password));
             document["bmc"]["password"] = Value::String(password);
         }
-        self.request(call, document, args).await
+        self.request(call, document, args, &secrets).await
     }
 
     /// Run a call that concerns no node (driver-level vendor passthru):
     /// the plugin gets `"node": null`.
     pub async fn call_without_node(&self, call: &str, args: Value) -> Result<Value, DriverError> {
-        self.request(call, Value::Null, args).await
+        self.request(call, Value::Null, args, &Secrets::default())
+            .await
     }
 
-    async fn request(&self, call: &str, node: Value, args: Value) -> Result<Value, DriverError> {
+    /// One call; everything the plugin says is scrubbed of `secrets`.
+    async fn request(
+        &self,
+        call: &str,
+        node: Value,
+        args: Value,
+        secrets: &Secrets,
+    ) -> Result<Value, DriverError> {
         let request = json!({ "version": 1, "call": call, "node": node, "args": args });
         let program = self.program();
         let mut child = tokio::process::Command::new(&program)
@@ -113,16 +128,26 @@ impl ExecPlugin {
             drop(stdin);
             let mut out = Vec::new();
             let mut err = Vec::new();
-            let (_, _, status) = tokio::join!(
-                stdout.read_to_end(&mut out),
-                stderr_pipe.read_to_end(&mut err),
-                child.wait()
+            let limit = MAX_OUTPUT as u64 + 1;
+            let mut out_pipe = (&mut stdout).take(limit);
+            let mut err_pipe = (&mut stderr_pipe).take(limit);
+            let _ = tokio::join!(
+                out_pipe.read_to_end(&mut out),
+                err_pipe.read_to_end(&mut err),
             );
-            (out, err, status)
+            if out.len() > MAX_OUTPUT || err.len() > MAX_OUTPUT {
+                return Err(DriverError::fatal(format!(
+                    "plugin {} wrote more than {} MiB and was killed; rivet reads at most that much",
+                    program.display(),
+                    MAX_OUTPUT >> 20
+                )));
+            }
+            Ok((out, err, child.wait().await))
         };
         let outcome = tokio::time::timeout(self.timeout, talk).await;
         let (out, err, status) = match outcome {
-            Ok(done) => done,
+            Ok(Ok(done)) => done,
+            Ok(Err(too_much)) => return Err(too_much),
             Err(_) => {
                 // Kill and reap it: a plugin that overran must not linger.
                 let _ = child.kill().await;
@@ -140,7 +165,7 @@ impl ExecPlugin {
             stdout: out,
             stderr: err,
         };
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let stderr = secrets.message(&String::from_utf8_lossy(&output.stderr));
         let with_stderr = |message: String| {
             if stderr.is_empty() {
                 message
@@ -155,12 +180,13 @@ impl ExecPlugin {
                 output.status
             ))));
         }
-        let response: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        let mut response: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
             DriverError::fatal(with_stderr(format!(
                 "plugin {} answered with something that is not JSON: {e}",
                 program.display()
             )))
         })?;
+        secrets.scrub_json(&mut response);
         if let Some(ok) = response.get("ok") {
             return Ok(ok.clone());
         }
@@ -176,7 +202,7 @@ impl ExecPlugin {
                 .unwrap_or("the plugin reported an error without a message");
             return Err(DriverError {
                 kind,
-                message: with_stderr(message.to_string()),
+                message: with_stderr(secrets.message(message)),
             });
         }
         Err(DriverError::fatal(format!(

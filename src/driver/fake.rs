@@ -6,7 +6,8 @@
 //! records on purpose: like a real BMC it can change behind rivet's back
 //! (edit the file), and `"unreachable": true` makes it stop answering.
 //! The BMC URL tunes it: `fake://n1?latency=200ms&fail=power:0.1` adds 200 ms
-//! to every call and fails one power call in ten (retryably).
+//! to every call and fails one power call in ten (retryably);
+//! `fake://n1?panic=power` makes power calls panic, as a driver bug would.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub struct FakeTuning {
     pub latency: Duration,
     /// Failure probability per call kind: `power`, `management`, `deploy`, `bios`, `any`.
     pub fail: BTreeMap<String, f64>,
+    /// Call kinds that panic (a driver bug), e.g. `power`.
+    pub panic: Vec<String>,
 }
 
 impl FakeTuning {
@@ -106,7 +109,12 @@ impl FakeTuning {
                         tuning.fail.insert(kind.to_string(), p);
                     }
                 }
-                other => return Err(format!("unknown option `{other}` (use latency, fail)")),
+                "panic" => tuning.panic = value.split(',').map(str::to_string).collect(),
+                other => {
+                    return Err(format!(
+                        "unknown option `{other}` (use latency, fail, panic)"
+                    ));
+                }
             }
         }
         Ok(tuning)
@@ -140,6 +148,9 @@ impl FakeDriver {
             .or_else(|| tuning.fail.get("any"))
             .copied()
             .unwrap_or(0.0);
+        if tuning.panic.iter().any(|k| k == kind || k == "any") {
+            panic!("injected {kind} panic");
+        }
         if p > 0.0 && fastrand::f64() < p {
             return Err(DriverError::retryable(format!("injected {kind} fault")));
         }

@@ -11,6 +11,7 @@ pub mod fake;
 pub mod ipmi;
 pub mod redfish;
 pub mod registry;
+pub mod scrub;
 pub mod secret;
 
 use std::time::Duration;

@@ -48,6 +48,16 @@ impl Registry {
     }
 
     /// The protocol a node's BMC calls go through, for history records.
+    /// Delete every BMC session the drivers hold (at shutdown).
+    pub async fn close(&self) {
+        self.redfish.close().await;
+    }
+
+    /// Forget BMC clients no node of `nodes` uses, deleting their sessions.
+    pub async fn retain(&self, nodes: &[&Node]) {
+        self.redfish.retain(nodes).await;
+    }
+
     pub fn protocol(&self, node: &Node) -> &'static str {
         match node.interfaces.get(InterfaceType::Power).as_str() {
             "fake" => "fake",

@@ -20,6 +20,7 @@ pub mod pass;
 pub mod power_sync;
 pub mod runner;
 pub mod scheduler;
+pub mod unwind;
 
 use std::sync::Arc;
 use std::time::Duration;

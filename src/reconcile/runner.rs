@@ -172,7 +172,12 @@ fn on_failure(record: &mut NodeRecord, verb: Option<Verb>, error: &str) {
 async fn execute(ctx: &Ctx, node: &Node, op: &Op) -> Result<Reading, DriverError> {
     let mut failures = 0;
     loop {
-        let result = execute_once(ctx, node, op).await;
+        let result = super::unwind::caught(execute_once(ctx, node, op))
+            .await
+            .unwrap_or_else(|panic| {
+                tracing::error!(node = %node.name, op = %op.label(), error = %panic, "a driver call panicked");
+                Err(DriverError::fatal(panic))
+            });
         match result {
             Err(e) if e.is_retryable() && failures + 1 < ctx.attempts => {
                 let delay = ctx.retry.delay(failures);

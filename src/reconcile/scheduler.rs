@@ -72,6 +72,8 @@ pub async fn converge(
     let mut halted: BTreeSet<String> = BTreeSet::new();
     let mut report = Report::default();
     let mut tasks: JoinSet<(String, Option<String>, NodeOutcome)> = JoinSet::new();
+    // Which node each task runs, to fail it if its task panics.
+    let mut started: BTreeMap<tokio::task::Id, (String, Option<String>)> = BTreeMap::new();
     let send = |p: Progress| {
         if let Some(tx) = &progress {
             let _ = tx.send(p);
@@ -112,20 +114,33 @@ pub async fn converge(
                 let ctx = Arc::clone(&ctx);
                 let stop = stop.clone();
                 let progress = progress.clone();
-                tasks.spawn(async move {
+                let task = (name.clone(), group.clone());
+                let handle = tasks.spawn(async move {
                     let outcome = run_locked(&ctx, work, &stop, progress.as_ref()).await;
                     (name, group, outcome)
                 });
+                started.insert(handle.id(), task);
             }
         }
         let Some(joined) = tasks.join_next().await else {
             break;
         };
         let (name, group, outcome) = match joined {
-            Ok(done) => done,
+            Ok(done) => {
+                started.retain(|_, (n, _)| *n != done.0);
+                done
+            }
             Err(e) => {
-                tracing::error!(error = %e, "a node runner panicked");
-                continue;
+                let Some((name, group)) = started.remove(&e.id()) else {
+                    tracing::error!(error = %e, "a node runner stopped");
+                    continue;
+                };
+                let message = match e.try_into_panic() {
+                    Ok(panic) => super::unwind::panic_message(panic.as_ref()),
+                    Err(e) => format!("{}: {e}", super::unwind::INTERNAL_ERROR),
+                };
+                tracing::error!(node = %name, error = %message, "a node runner panicked");
+                (name, group, NodeOutcome::Failed(message))
             }
         };
         if let Some(g) = &group {

@@ -25,10 +25,10 @@ const CACHE_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "the state file {path} is in use by another rivet process (a running `rivet daemon`?); \
-         stop it, or ask it with `rivet status --url`"
+        "the state file {path} is in use by another rivet process{holder}; \
+         wait for it or stop it, or ask a daemon with `rivet status --url`"
     )]
-    Locked { path: PathBuf },
+    Locked { path: PathBuf, holder: String },
     #[error(
         "the state file {path} has schema version {found}, newer than this rivet understands ({SCHEMA_VERSION}); upgrade rivet"
     )]
@@ -118,8 +118,46 @@ fn map_open_error(path: &Path, err: redb::DatabaseError) -> StoreError {
     match err {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
             path: path.to_path_buf(),
+            holder: std::fs::read_to_string(holder_file(path))
+                .ok()
+                .and_then(|text| {
+                    let (pid, command) = text.trim().split_once(' ')?;
+                    Some(format!(", `{command}` (PID {pid})"))
+                })
+                .unwrap_or_default(),
         },
         other => StoreError::other(path, other),
+    }
+}
+
+/// Beside the state file while a store holds it: `PID command`, so that a
+/// refused second opener can say who holds it.
+fn holder_file(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".holder");
+    PathBuf::from(name)
+}
+
+/// `rivet reconcile`, `rivet daemon`, …: the program and its subcommand.
+fn this_command() -> String {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map_or(p.clone(), |n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "rivet".to_string());
+    match args.next() {
+        Some(sub) if !sub.starts_with('-') => format!("{program} {sub}"),
+        _ => program,
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(holder_file(&self.path));
     }
 }
 
@@ -146,6 +184,11 @@ impl Store {
             observers: Default::default(),
         };
         store.migrate()?;
+        // Best effort: only the refusal message reads it.
+        let _ = std::fs::write(
+            holder_file(path),
+            format!("{} {}\n", std::process::id(), this_command()),
+        );
         Ok(store)
     }
 
@@ -604,11 +647,22 @@ mod tests {
     fn a_second_open_of_the_same_file_is_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
-        let _first = Store::open(&path).unwrap();
+        let first = Store::open(&path).unwrap();
         match Store::open(&path) {
-            Err(StoreError::Locked { .. }) => {}
+            Err(e @ StoreError::Locked { .. }) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains(&format!("(PID {})", std::process::id())),
+                    "{message}"
+                );
+            }
             other => panic!("expected Locked, got {other:?}"),
         }
+        drop(first);
+        assert!(
+            !holder_file(&path).exists(),
+            "the holder note goes with the store"
+        );
     }
 
     #[test]

@@ -719,3 +719,17 @@ async fn one_history_event_by_its_uuid_or_sequence_number() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(fault(&body), "Node history record 2 could not be found.");
 }
+
+#[tokio::test]
+async fn a_limit_of_10_to_the_20_is_every_node_not_an_error() {
+    let api = Api::new();
+    let (status, list) = api.get("/v1/nodes?limit=100000000000000000000").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["nodes"].as_array().unwrap().len(), 3);
+    let (status, history) = api
+        .get("/v1/nodes/n1/history?limit=100000000000000000000")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let (status, _) = api.get("/v1/nodes?limit=-1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -15,6 +15,7 @@ mod diagnostics;
 mod examples;
 mod exec_plugin;
 mod fault_server;
+mod hostile_bmc;
 mod ipmi;
 mod ipmi_bed;
 mod plan;

@@ -20,7 +20,7 @@ use crate::fault_server::{FaultServer, json};
 use crate::redfish_bed::{ImageServer, Sushy, SushyOptions, free_port, skipped, system_id};
 use crate::support::{TempFleet, rt};
 
-fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+pub(crate) fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rivet"));
     cmd.env("NO_COLOR", "1").args(args).arg(dir);
     for (k, v) in envs {
@@ -141,13 +141,13 @@ fn a_fleet_converges_on_sushy_and_the_emulator_agrees() {
     );
 }
 
-fn load(dir: &Path) -> Arc<Fleet> {
+pub(crate) fn load(dir: &Path) -> Arc<Fleet> {
     let loaded = rivet::model::fleet::load(dir);
     assert!(loaded.is_valid(), "{:?}", loaded.problems);
     Arc::new(loaded.fleet)
 }
 
-fn registry(fleet: &Fleet, timing: Timing) -> Registry {
+pub(crate) fn registry(fleet: &Fleet, timing: Timing) -> Registry {
     Registry::with_timing(
         fleet.root.clone(),
         Arc::new(FakeBmcDir::beside(&fleet.conductor.state, false)),
@@ -155,7 +155,7 @@ fn registry(fleet: &Fleet, timing: Timing) -> Registry {
     )
 }
 
-fn one_node(address: &str, extra: &str) -> TempFleet {
+pub(crate) fn one_node(address: &str, extra: &str) -> TempFleet {
     TempFleet::new(&[(
         "nodes/n.toml",
         &format!(
@@ -294,7 +294,7 @@ fn eject_vmedia_passthru_ejects_the_inserted_image() {
     assert_eq!(bad.unwrap_err().kind, ErrorKind::Invalid);
 }
 
-fn short() -> Timing {
+pub(crate) fn short() -> Timing {
     Timing {
         connect: Duration::from_millis(500),
         request: Duration::from_millis(800),
@@ -304,7 +304,7 @@ fn short() -> Timing {
     }
 }
 
-fn system_doc(power: &str) -> serde_json::Value {
+pub(crate) fn system_doc(power: &str) -> serde_json::Value {
     json!({
         "Id": "1", "PowerState": power,
         "Boot": { "BootSourceOverrideTarget": "Hdd" },
@@ -315,7 +315,7 @@ fn system_doc(power: &str) -> serde_json::Value {
 }
 
 /// One power read through the registry, with the short fault timing.
-fn read_power(
+pub(crate) fn read_power(
     fleet: &Fleet,
     node: &rivet::model::node::Node,
 ) -> Result<PowerState, rivet::driver::DriverError> {
@@ -327,7 +327,7 @@ fn read_power(
     )
 }
 
-fn fault_node(server: &FaultServer) -> (TempFleet, Arc<Fleet>) {
+pub(crate) fn fault_node(server: &FaultServer) -> (TempFleet, Arc<Fleet>) {
     let dir = one_node(
         &format!(
             "redfish+http://127.0.0.1:{}/redfish/v1/Systems/1",

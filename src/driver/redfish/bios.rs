@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::RedfishDriver;
-use super::client::{Client, http_error};
+use super::client::Client;
 use crate::driver::{Bios, DriverError};
 use crate::model::node::Node;
 
@@ -45,13 +45,7 @@ impl RedfishDriver {
             .send(Method::PATCH, &settings_path, Some(&body))
             .await?;
         if !status.is_success() {
-            return Err(http_error(
-                &client.base,
-                "PATCH",
-                &settings_path,
-                status,
-                &text,
-            ));
+            return Err(client.http_error("PATCH", &settings_path, status, &text));
         }
         Ok(())
     }
@@ -69,7 +63,7 @@ impl Bios for RedfishDriver {
         let path = format!("{bios}/Actions/Bios.ResetBios");
         let (status, text) = client.send(Method::POST, &path, Some(&json!({}))).await?;
         if !status.is_success() {
-            return Err(http_error(&client.base, "POST", &path, status, &text));
+            return Err(client.http_error("POST", &path, status, &text));
         }
         Ok(())
     }

@@ -1,18 +1,45 @@
 //! One BMC's HTTP client: authentication (session or Basic), retries of
 //! transient failures, the system it drives, and how errors read.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::Timing;
 use crate::driver::DriverError;
+use crate::driver::scrub::Secrets;
+
+/// The most rivet reads of one BMC answer; a larger body is an error, not
+/// a gigabyte of memory.
+pub(super) const MAX_BODY: usize = 4 << 20;
 
 pub(super) enum Auth {
     Unknown,
     Basic,
-    Session(String),
+    /// A Redfish session: its token and, to delete it, its URI.
+    Session {
+        token: String,
+        location: Option<String>,
+    },
+}
+
+/// How rivet is logged in to one BMC endpoint as one user, shared by every
+/// client (system) behind it, so that rivet holds at most one session per
+/// endpoint and user.
+pub(super) struct Login {
+    pub(super) auth: tokio::sync::Mutex<Auth>,
+    /// The password, its Basic form and every session token: never shown.
+    pub(super) secrets: Mutex<Secrets>,
+}
+
+impl Login {
+    pub(super) fn new(username: Option<&str>, password: Option<&str>) -> Self {
+        Self {
+            auth: tokio::sync::Mutex::new(Auth::Unknown),
+            secrets: Mutex::new(Secrets::login(username, password)),
+        }
+    }
 }
 
 pub(super) struct Client {
@@ -22,7 +49,7 @@ pub(super) struct Client {
     pub(super) system: tokio::sync::OnceCell<String>,
     pub(super) username: Option<String>,
     pub(super) password: Option<String>,
-    pub(super) auth: tokio::sync::Mutex<Auth>,
+    pub(super) login: Arc<Login>,
     pub(super) timing: Timing,
     pub(super) in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -36,12 +63,25 @@ fn error_message(body: &str) -> String {
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    from_json.unwrap_or_else(|| {
-        let text = body.trim();
-        if text.len() > 300 {
-            format!("{}…", &text[..300])
-        } else {
-            text.to_string()
+    from_json.unwrap_or_else(|| body.to_string())
+}
+
+/// Follow a redirect only within the BMC's own origin: a redirect elsewhere
+/// would carry the login body (a 307 re-POSTs `UserName` and `Password`)
+/// to another host.
+pub(super) fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous().first().cloned();
+        match from {
+            Some(from) if from.origin() != attempt.url().origin() => {
+                let message = format!(
+                    "the BMC at {from} redirected to {}, another host; rivet follows redirects only within the BMC's own address (set the node's bmc address to where the BMC really answers)",
+                    attempt.url()
+                );
+                attempt.error(message)
+            }
+            _ if attempt.previous().len() > 5 => attempt.error("too many redirects"),
+            _ => attempt.follow(),
         }
     })
 }
@@ -51,7 +91,16 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    async fn login(&self, auth: &mut Auth) -> Result<(), DriverError> {
+    /// The secrets this BMC could echo.
+    pub(super) fn secrets(&self) -> Secrets {
+        self.login
+            .secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn log_in(&self, auth: &mut Auth) -> Result<(), DriverError> {
         let (Some(user), Some(pass)) = (&self.username, &self.password) else {
             *auth = Auth::Basic;
             return Ok(());
@@ -64,12 +113,24 @@ impl Client {
             .await;
         match response {
             Ok(r) if r.status().is_success() => {
-                match r
-                    .headers()
-                    .get("X-Auth-Token")
-                    .and_then(|t| t.to_str().ok())
-                {
-                    Some(token) => *auth = Auth::Session(token.to_string()),
+                let header = |name: &str| {
+                    r.headers()
+                        .get(name)
+                        .and_then(|t| t.to_str().ok())
+                        .map(str::to_string)
+                };
+                match header("X-Auth-Token") {
+                    Some(token) => {
+                        self.login
+                            .secrets
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .add(&token);
+                        *auth = Auth::Session {
+                            token,
+                            location: header("Location"),
+                        };
+                    }
                     None => *auth = Auth::Basic,
                 }
                 Ok(())
@@ -83,6 +144,63 @@ impl Client {
             }
             Err(e) => Err(transport(&self.base, &e)),
         }
+    }
+
+    /// Delete the session, if there is one: a BMC keeps only a few.
+    pub(super) async fn log_out(&self) {
+        let mut auth = self.login.auth.lock().await;
+        if let Auth::Session { token, location } = &*auth {
+            let path = location
+                .clone()
+                .unwrap_or_else(|| "/redfish/v1/SessionService/Sessions".to_string());
+            let url = if path.starts_with('/') {
+                self.url(&path)
+            } else {
+                path
+            };
+            match self
+                .http
+                .delete(&url)
+                .header("X-Auth-Token", token)
+                .send()
+                .await
+            {
+                Ok(r) => tracing::debug!(bmc = %self.base, status = %r.status(), "session deleted"),
+                Err(e) => {
+                    tracing::debug!(bmc = %self.base, error = %transport(&self.base, &e), "could not delete the session")
+                }
+            }
+        }
+        *auth = Auth::Unknown;
+    }
+
+    /// The body of `response`, at most [`MAX_BODY`] bytes of it.
+    async fn body(&self, mut response: reqwest::Response) -> Result<String, DriverError> {
+        let too_large = || {
+            DriverError::fatal(format!(
+                "the BMC {} answered with more than {} MiB; rivet reads at most that much of one answer",
+                self.base,
+                MAX_BODY >> 20
+            ))
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport(&self.base, &e))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// One request with authentication, retrying transport errors and 5xx.
@@ -101,9 +219,9 @@ impl Client {
         let mut relogged = false;
         loop {
             attempt += 1;
-            let mut auth = self.auth.lock().await;
+            let mut auth = self.login.auth.lock().await;
             if matches!(*auth, Auth::Unknown) {
-                match self.login(&mut auth).await {
+                match self.log_in(&mut auth).await {
                     Ok(()) => {}
                     Err(e) if e.is_retryable() && attempt < self.timing.attempts => {
                         drop(auth);
@@ -114,12 +232,17 @@ impl Client {
                 }
             }
             let mut request = self.http.request(method.clone(), self.url(path));
-            request = match &*auth {
-                Auth::Session(token) => request.header("X-Auth-Token", token),
-                _ => match (&self.username, &self.password) {
-                    (Some(u), p) => request.basic_auth(u, p.as_deref()),
-                    _ => request,
-                },
+            let sent_token = match &*auth {
+                Auth::Session { token, .. } => {
+                    request = request.header("X-Auth-Token", token);
+                    Some(token.clone())
+                }
+                _ => {
+                    if let Some(u) = &self.username {
+                        request = request.basic_auth(u, self.password.as_deref());
+                    }
+                    None
+                }
             };
             drop(auth);
             if let Some(body) = body {
@@ -128,23 +251,24 @@ impl Client {
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
-                    match response.text().await {
-                        Ok(text) => Ok((status, text)),
-                        Err(e) => Err(transport(&self.base, &e)),
-                    }
+                    self.body(response).await.map(|text| (status, text))
                 }
                 Err(e) => Err(transport(&self.base, &e)),
             };
             match outcome {
                 Ok((StatusCode::UNAUTHORIZED, _)) if !relogged => {
-                    let mut auth = self.auth.lock().await;
-                    if matches!(*auth, Auth::Session(_)) {
+                    let mut auth = self.login.auth.lock().await;
+                    match &*auth {
                         // The session expired: log in again, once.
-                        *auth = Auth::Unknown;
-                        relogged = true;
-                        continue;
+                        Auth::Session { token, .. } if Some(token) == sent_token.as_ref() => {
+                            *auth = Auth::Unknown;
+                        }
+                        // Another client behind this endpoint logged in again already.
+                        Auth::Session { .. } => {}
+                        _ => return Err(credentials_refused(&self.base)),
                     }
-                    return Err(credentials_refused(&self.base));
+                    relogged = true;
+                    continue;
                 }
                 Ok((StatusCode::UNAUTHORIZED, _)) => return Err(credentials_refused(&self.base)),
                 Ok((status, text))
@@ -163,18 +287,43 @@ impl Client {
         }
     }
 
-    /// GET a resource as JSON.
+    /// GET a resource as JSON, scrubbed of the secrets the BMC could echo.
     pub(super) async fn get(&self, path: &str) -> Result<Value, DriverError> {
         let (status, text) = self.send(Method::GET, path, None).await?;
         if !status.is_success() {
-            return Err(http_error(&self.base, "GET", path, status, &text));
+            return Err(self.http_error("GET", path, status, &text));
         }
-        serde_json::from_str(&text).map_err(|_| {
+        let mut value: Value = serde_json::from_str(&text).map_err(|_| {
             DriverError::retryable(format!(
                 "the BMC {} answered GET {path} with something that is not JSON",
                 self.base
             ))
-        })
+        })?;
+        self.secrets().scrub_json(&mut value);
+        Ok(value)
+    }
+
+    /// The error for an unsuccessful answer: what the BMC said, scrubbed and
+    /// cut, classed by its status.
+    pub(super) fn http_error(
+        &self,
+        method: &str,
+        path: &str,
+        status: StatusCode,
+        body: &str,
+    ) -> DriverError {
+        let message = format!(
+            "the BMC {} answered {method} {path} with {status}: {}",
+            self.base,
+            self.secrets().message(&error_message(body))
+        );
+        if status.is_server_error() {
+            DriverError::retryable(message)
+        } else if status == StatusCode::NOT_FOUND {
+            DriverError::fatal(message)
+        } else {
+            DriverError::invalid(message)
+        }
     }
 
     pub(super) async fn system_path(&self) -> Result<&str, DriverError> {
@@ -227,6 +376,14 @@ fn transport(base: &str, e: &reqwest::Error) -> DriverError {
         cause = s.to_string();
         source = s.source();
     }
+    if e.is_redirect() {
+        return DriverError::fatal(cause);
+    }
+    if cause.contains("certificate") {
+        return DriverError::fatal(format!(
+            "the BMC {base} {what}: its certificate is not trusted ({cause}); set the node's bmc `ca_file` to the CA that signed it, or `verify_tls = false` to accept any certificate"
+        ));
+    }
     DriverError::retryable(format!("the BMC {base} {what}: {cause}"))
 }
 
@@ -234,26 +391,6 @@ fn credentials_refused(base: &str) -> DriverError {
     DriverError::fatal(format!(
         "the BMC {base} refused the credentials (HTTP 401): check the node's bmc `username` and its password_env/password_file"
     ))
-}
-
-pub(super) fn http_error(
-    base: &str,
-    method: &str,
-    path: &str,
-    status: StatusCode,
-    body: &str,
-) -> DriverError {
-    let message = format!(
-        "the BMC {base} answered {method} {path} with {status}: {}",
-        error_message(body)
-    );
-    if status.is_server_error() {
-        DriverError::retryable(message)
-    } else if status == StatusCode::NOT_FOUND {
-        DriverError::fatal(message)
-    } else {
-        DriverError::invalid(message)
-    }
 }
 
 pub(super) fn members(collection: &Value) -> Vec<String> {

@@ -5,7 +5,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::RedfishDriver;
-use super::client::http_error;
 use crate::driver::{DriverError, Management};
 use crate::model::node::Node;
 use crate::vocab::{BootDevice, BootMode};
@@ -65,7 +64,7 @@ impl Management for RedfishDriver {
         let path = client.system_path().await?.to_string();
         let (status, text) = client.send(Method::PATCH, &path, Some(&body)).await?;
         if !status.is_success() {
-            return Err(http_error(&client.base, "PATCH", &path, status, &text));
+            return Err(client.http_error("PATCH", &path, status, &text));
         }
         match self.get_boot_device(node).await? {
             Some(read) if read == device => Ok(()),
@@ -103,7 +102,7 @@ impl Management for RedfishDriver {
         let body = json!({ "Boot": { "BootSourceOverrideMode": value } });
         let (status, text) = client.send(Method::PATCH, &path, Some(&body)).await?;
         if !status.is_success() {
-            return Err(http_error(&client.base, "PATCH", &path, status, &text));
+            return Err(client.http_error("PATCH", &path, status, &text));
         }
         match self.get_boot_mode(node).await? {
             Some(read) if read == mode => Ok(()),

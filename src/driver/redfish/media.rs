@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::RedfishDriver;
-use super::client::{Client, http_error, members};
+use super::client::{Client, members};
 use crate::driver::{Boot, DriverError};
 use crate::model::node::Node;
 
@@ -30,7 +30,7 @@ impl RedfishDriver {
         let body = json!({ "Image": image, "Inserted": true, "WriteProtected": true });
         let (status, text) = client.send(Method::POST, &path, Some(&body)).await?;
         if !status.is_success() {
-            return Err(http_error(&client.base, "POST", &path, status, &text));
+            return Err(client.http_error("POST", &path, status, &text));
         }
         Ok(())
     }
@@ -87,7 +87,7 @@ impl RedfishDriver {
             .unwrap_or(format!("{member}/Actions/VirtualMedia.EjectMedia"));
         let (status, text) = client.send(Method::POST, &path, Some(&json!({}))).await?;
         if !status.is_success() {
-            return Err(http_error(&client.base, "POST", &path, status, &text));
+            return Err(client.http_error("POST", &path, status, &text));
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use super::DriverError;
 use super::secret::bmc_password;
 use crate::backoff::Backoff;
 use crate::model::node::Node;
-use client::{Auth, Client};
+use client::{Client, Login};
 
 /// How long calls may take and how often transient failures are retried.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +70,9 @@ pub struct RedfishDriver {
     /// Requests in flight per endpoint (`scheme://host:port`), shared by
     /// every system behind it.
     endpoints: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Logins (sessions) per endpoint and user, shared by the systems
+    /// behind it: at most one session per BMC and user.
+    logins: Mutex<HashMap<String, Arc<Login>>>,
 }
 
 /// Requests one BMC endpoint serves at once. Many systems can sit behind
@@ -84,27 +87,64 @@ impl RedfishDriver {
             timing,
             clients: Mutex::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
+            logins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Delete every session rivet holds (at shutdown).
+    pub async fn close(&self) {
+        let clients: Vec<Arc<Client>> = self
+            .clients
+            .lock()
+            .expect("clients")
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        self.logins.lock().expect("logins").clear();
+        for client in clients {
+            client.log_out().await;
+        }
+    }
+
+    /// Forget the clients of BMCs no node in `kept` uses any more, deleting
+    /// their sessions (a node left the fleet or moved to another BMC).
+    pub async fn retain(&self, kept: &[&Node]) {
+        let keys: std::collections::HashSet<String> = kept.iter().map(|n| key(n).1).collect();
+        let gone: Vec<Arc<Client>> = {
+            let mut clients = self.clients.lock().expect("clients");
+            let gone_keys: Vec<String> = clients
+                .keys()
+                .filter(|k| !keys.contains(*k))
+                .cloned()
+                .collect();
+            gone_keys.iter().filter_map(|k| clients.remove(k)).collect()
+        };
+        let still: std::collections::HashSet<String> = self
+            .clients
+            .lock()
+            .expect("clients")
+            .values()
+            .map(|c| login_key(&c.base, c.username.as_deref()))
+            .collect();
+        for client in gone {
+            let login = login_key(&client.base, client.username.as_deref());
+            if !still.contains(&login) {
+                self.logins.lock().expect("logins").remove(&login);
+                client.log_out().await;
+            }
         }
     }
 
     fn client(&self, node: &Node) -> Result<Arc<Client>, DriverError> {
         let address = &node.bmc.address;
-        let scheme = if address.tls { "https" } else { "http" };
-        let base = match address.port {
-            Some(port) => format!("{scheme}://{}:{port}", address.host),
-            None => format!("{scheme}://{}", address.host),
-        };
-        let key = format!(
-            "{base}|{}|{}",
-            node.bmc.username.as_deref().unwrap_or(""),
-            address.path
-        );
+        let (base, key) = key(node);
         if let Some(client) = self.clients.lock().expect("clients").get(&key) {
             return Ok(Arc::clone(client));
         }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.timing.connect)
             .timeout(self.timing.request)
+            .redirect(client::redirect_policy())
             .no_proxy();
         if address.tls {
             if !node.bmc.verify_tls {
@@ -138,14 +178,27 @@ impl RedfishDriver {
                 .entry(base.clone())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(REQUESTS_PER_ENDPOINT))),
         );
+        let password = bmc_password(node, &self.root)?;
+        let login = Arc::clone(
+            self.logins
+                .lock()
+                .expect("logins")
+                .entry(login_key(&base, node.bmc.username.as_deref()))
+                .or_insert_with(|| {
+                    Arc::new(Login::new(
+                        node.bmc.username.as_deref(),
+                        password.as_deref(),
+                    ))
+                }),
+        );
         let client = Arc::new(Client {
             in_flight,
             http,
             base,
             system,
             username: node.bmc.username.clone(),
-            password: bmc_password(node, &self.root)?,
-            auth: tokio::sync::Mutex::new(Auth::Unknown),
+            password,
+            login,
             timing: self.timing,
         });
         self.clients
@@ -154,6 +207,26 @@ impl RedfishDriver {
             .insert(key, Arc::clone(&client));
         Ok(client)
     }
+}
+
+/// A node's BMC endpoint (`scheme://host[:port]`) and the key of its client.
+fn key(node: &Node) -> (String, String) {
+    let address = &node.bmc.address;
+    let scheme = if address.tls { "https" } else { "http" };
+    let base = match address.port {
+        Some(port) => format!("{scheme}://{}:{port}", address.host),
+        None => format!("{scheme}://{}", address.host),
+    };
+    let key = format!(
+        "{base}|{}|{}",
+        node.bmc.username.as_deref().unwrap_or(""),
+        address.path
+    );
+    (base, key)
+}
+
+fn login_key(base: &str, username: Option<&str>) -> String {
+    format!("{base}|{}", username.unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::RedfishDriver;
-use super::client::{Client, http_error};
+use super::client::Client;
 use crate::driver::{DriverError, Power};
 use crate::model::node::Node;
 use crate::vocab::PowerState;
@@ -77,7 +77,7 @@ impl RedfishDriver {
         {
             return Ok(());
         }
-        Err(http_error(&client.base, "POST", &path, status, &text))
+        Err(client.http_error("POST", &path, status, &text))
     }
 }
 
