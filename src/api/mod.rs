@@ -12,6 +12,7 @@ pub mod error;
 pub mod index;
 pub mod nodes;
 pub mod passthru;
+pub mod refusals;
 pub mod version;
 
 use std::future::Future;
@@ -163,7 +164,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/detail", get(nodes_detail))
         .route("/v1/nodes/{id}", get(nodes::show))
         .route("/v1/nodes/{id}/states", get(nodes::states))
-        .route("/v1/nodes/{id}/states/{*change}", any(read_only))
         .route("/v1/nodes/{id}/history", get(nodes::history))
         .route("/v1/nodes/{id}/history/{event}", get(nodes::history_event))
         .route(
@@ -199,8 +199,8 @@ pub fn router(state: ApiState) -> Router {
     let body_limit = state.options.body_limit;
     open.merge(reads)
         .merge(calls)
-        .fallback(not_found)
-        .method_not_allowed_fallback(read_only)
+        .fallback(refusals::unrouted)
+        .method_not_allowed_fallback(refusals::wrong_verb)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(version::headers))
@@ -288,27 +288,17 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::PathNotFound
-}
-
-async fn read_only(request: Request) -> ApiError {
-    ApiError::ReadOnly {
-        method: request.method().to_string(),
-        path: request.uri().path().to_string(),
-    }
-}
-
 /// `GET /v1/nodes/detail`: Ironic's older spelling of `?detail=true`.
 async fn nodes_detail(
     state: State<ApiState>,
     base: version::BaseUrl,
+    negotiated: version::Negotiated,
     axum::extract::Query(mut params): axum::extract::Query<
         std::collections::BTreeMap<String, String>,
     >,
 ) -> ApiResult<Response> {
     params.insert("detail".into(), "true".into());
-    nodes::list(state, base, axum::extract::Query(params)).await
+    nodes::list(state, base, negotiated, axum::extract::Query(params)).await
 }
 
 /// `GET /healthz`: 200 when the store answers and the watcher runs, else 503.
