@@ -13,6 +13,7 @@ pub mod index;
 pub mod nodes;
 pub mod passthru;
 pub mod refusals;
+pub mod time;
 pub mod version;
 
 use std::future::Future;

@@ -498,7 +498,7 @@ fn history_item(base: &str, host: &str, node_uuid: &str, e: &Event) -> Value {
     let uuid = event_uuid(node_uuid, e.seq);
     json!({
         "uuid": uuid.to_string(),
-        "created_at": e.at,
+        "created_at": super::time::ironic(&e.at),
         "severity": severity,
         "event": text,
         "event_type": e.action,

@@ -95,6 +95,10 @@ fn on_start(record: &mut NodeRecord, op: &Op) {
             }));
         }
         Op::SetPower { target } => record.target_power_state = Some(*target),
+        Op::Inspect => {
+            record.inspection_started_at = Some(now());
+            record.inspection_finished_at = None;
+        }
         _ => {}
     }
 }
@@ -116,7 +120,8 @@ fn on_success(record: &mut NodeRecord, op: &Op, reading: Reading) {
         Reading::Properties(_) | Reading::Nothing => {}
     }
     match op {
-        Op::Verify | Op::Inspect => {}
+        Op::Verify => {}
+        Op::Inspect => record.inspection_finished_at = Some(now()),
         Op::SetPower { target } => {
             record.power_state = Some(*target);
             record.target_power_state = None;
