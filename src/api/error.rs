@@ -19,6 +19,12 @@ pub enum ApiError {
     DriverNotFound(String),
     #[error("Node history record {0} could not be found.")]
     HistoryNotFound(String),
+    #[error("Node {node} doesn't have a BIOS setting '{name}'")]
+    BiosSettingNotFound { node: String, name: String },
+    #[error("Conductor {0} could not be found.")]
+    ConductorNotFound(String),
+    #[error("Deploy template {0} could not be found.")]
+    DeployTemplateNotFound(String),
     /// A write: rivet changes nodes only by converging the declarations;
     /// `instead` says what to edit.
     #[error("rivet's API is read-only: {method} {path} would change something. {instead}")]
@@ -103,9 +109,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            NodeNotFound(_) | PathNotFound | DriverNotFound(_) | HistoryNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            NodeNotFound(_)
+            | PathNotFound
+            | DriverNotFound(_)
+            | HistoryNotFound(_)
+            | BiosSettingNotFound { .. }
+            | ConductorNotFound(_)
+            | DeployTemplateNotFound(_) => StatusCode::NOT_FOUND,
             ReadOnly { .. } | MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingMethod
             | NoHandler(_)

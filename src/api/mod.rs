@@ -13,6 +13,7 @@ pub mod index;
 pub mod nodes;
 pub mod passthru;
 pub mod refusals;
+pub mod resources;
 pub mod time;
 pub mod version;
 
@@ -165,6 +166,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/detail", get(nodes_detail))
         .route("/v1/nodes/{id}", get(nodes::show))
         .route("/v1/nodes/{id}/states", get(nodes::states))
+        .route("/v1/nodes/{id}/states/console", get(resources::console))
+        .route("/v1/nodes/{id}/validate", get(resources::validate))
+        .route("/v1/nodes/{id}/traits", get(resources::traits))
+        .route(
+            "/v1/nodes/{id}/management/boot_device",
+            get(resources::boot_device),
+        )
+        .route(
+            "/v1/nodes/{id}/management/boot_device/supported",
+            get(resources::supported_boot_devices),
+        )
+        .route("/v1/nodes/{id}/bios", get(resources::bios))
+        .route("/v1/nodes/{id}/bios/{setting}", get(resources::bios_one))
+        .route("/v1/conductors", get(resources::conductors))
+        .route("/v1/conductors/{hostname}", get(resources::conductor))
+        .route("/v1/deploy_templates", get(resources::deploy_templates))
+        .route("/v1/deploy_templates/{id}", get(resources::deploy_template))
         .route("/v1/nodes/{id}/history", get(nodes::history))
         .route("/v1/nodes/{id}/history/{event}", get(nodes::history_event))
         .route(

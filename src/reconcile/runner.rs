@@ -103,6 +103,30 @@ fn on_start(record: &mut NodeRecord, op: &Op) {
     }
 }
 
+/// What a bios step leaves set, for `GET /v1/nodes/{id}/bios`: the BMC is
+/// not read back, so the settings applied are the ones known.
+fn record_bios(
+    record: &mut NodeRecord,
+    step: &str,
+    args: &std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    match step {
+        "apply_configuration" => {
+            let settings = args.get("settings").and_then(|s| s.as_array());
+            for setting in settings.into_iter().flatten() {
+                if let (Some(name), Some(value)) = (
+                    setting.get("name").and_then(|n| n.as_str()),
+                    setting.get("value"),
+                ) {
+                    record.bios.insert(name.to_string(), value.clone());
+                }
+            }
+        }
+        "factory_reset" => record.bios.clear(),
+        _ => {}
+    }
+}
+
 /// What an operation read from the BMC.
 enum Reading {
     Nothing,
@@ -130,11 +154,17 @@ fn on_success(record: &mut NodeRecord, op: &Op, reading: Reading) {
         Op::SetBootMode { mode } => record.boot_mode = Some(*mode),
         Op::InsertMedia { .. } => {}
         Op::Step {
-            interface, step, ..
+            interface,
+            step,
+            args,
+            ..
         } => {
             // The fake deploy boots from disk.
             if *interface == InterfaceType::Deploy && step == "deploy" {
                 record.boot_device = Some(crate::vocab::BootDevice::Disk);
+            }
+            if *interface == InterfaceType::Bios {
+                record_bios(record, step, args);
             }
         }
         Op::End {

@@ -59,6 +59,9 @@ pub struct NodeRecord {
     pub inspection_started_at: Option<String>,
     #[serde(default)]
     pub inspection_finished_at: Option<String>,
+    /// The BIOS settings rivet last applied through the bios interface.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bios: BTreeMap<String, Value>,
 }
 
 impl NodeRecord {
@@ -94,6 +97,7 @@ impl NodeRecord {
             created_at: None,
             inspection_started_at: None,
             inspection_finished_at: None,
+            bios: BTreeMap::new(),
         }
     }
 }

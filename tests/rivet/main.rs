@@ -3,6 +3,7 @@
 mod api;
 mod api_baremetal;
 mod api_live;
+mod api_resources;
 mod cli;
 mod composition;
 mod conformance;
