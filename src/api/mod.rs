@@ -19,7 +19,7 @@ pub mod version;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -107,6 +107,9 @@ pub struct Inner {
     pub options: ApiOptions,
     nodes: NodeCache,
     pages: nodes::PageCache,
+    /// When the last pass the store recorded finished (a `rivet reconcile`
+    /// before this daemon started, or an earlier daemon).
+    recorded_pass: Option<SystemTime>,
 }
 
 #[derive(Clone)]
@@ -122,12 +125,29 @@ impl std::ops::Deref for ApiState {
 impl ApiState {
     pub fn new(conductor: Arc<Conductor>, options: ApiOptions) -> Result<Self, StoreError> {
         let nodes = NodeCache::new(&conductor.store, conductor.fleet())?;
+        let recorded_pass = conductor
+            .store
+            .runs()?
+            .values()
+            .filter_map(|run| run.finished_at.as_deref())
+            .filter_map(|at| humantime::parse_rfc3339(at).ok())
+            .max();
         Ok(Self(Arc::new(Inner {
             conductor,
             options,
             nodes,
             pages: nodes::PageCache::default(),
+            recorded_pass,
         })))
+    }
+
+    /// How long ago the last pass finished: this daemon's, or else the last
+    /// one the store recorded.
+    pub fn last_pass_age(&self) -> Option<Duration> {
+        self.conductor.last_pass().map(|t| t.elapsed()).or_else(|| {
+            let at = self.recorded_pass?;
+            Some(SystemTime::now().duration_since(at).unwrap_or_default())
+        })
     }
 
     /// The nodes as of now.
@@ -333,7 +353,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         "status": if healthy { "ok" } else { "unhealthy" },
         "store": match &store_check { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
         "watcher_alive": watcher,
-        "last_pass_age_seconds": state.conductor.last_pass().map(|t| t.elapsed().as_secs_f64()),
+        "last_pass_age_seconds": state.last_pass_age().map(|age| age.as_secs_f64()),
         "declaration_problems": state.conductor.declaration_problems(),
         "nodes": state.index().entries.len(),
     });
@@ -359,7 +379,7 @@ async fn metrics_text(State(state): State<ApiState>) -> Response {
         nodes_by_state: by_state,
         maintenance,
         watcher_alive: state.conductor.watcher_alive(),
-        last_pass_age: state.conductor.last_pass().map(|t| t.elapsed()),
+        last_pass_age: state.last_pass_age(),
         declaration_problems: state.conductor.declaration_problems(),
     });
     (

@@ -528,3 +528,21 @@ async fn refusals_say_what_to_edit_and_what_does_not_exist() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(fault(&body).contains("bogus"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_metrics_know_the_pass_run_before_the_daemon() {
+    let api = Api::converged();
+    let (_, _, health) = api.ask("GET", "/healthz", &[]).await;
+    let health: Value = serde_json::from_str(&health).unwrap();
+    let age = health["last_pass_age_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{health}"));
+    assert!((0.0..600.0).contains(&age), "{health}");
+    let (_, _, metrics) = api.ask("GET", "/metrics", &[]).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rivet_last_pass_age_seconds ")),
+        "{metrics}"
+    );
+}

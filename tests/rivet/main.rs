@@ -9,6 +9,7 @@ mod composition;
 mod conformance;
 mod converge;
 mod daemon;
+mod daemon_logs;
 #[path = "../common/daemon_process.rs"]
 mod daemon_process;
 mod diagnostics;
