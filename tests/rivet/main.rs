@@ -2,6 +2,7 @@
 
 mod api;
 mod api_baremetal;
+mod api_baremetal_resources;
 mod api_live;
 mod api_resources;
 mod cli;
