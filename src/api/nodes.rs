@@ -32,7 +32,8 @@ fn json_bytes(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn truthy(value: Option<&String>, param: &str) -> ApiResult<bool> {
+/// A boolean query parameter, as Ironic reads one; absent is false.
+pub(super) fn truthy(value: Option<&String>, param: &str) -> ApiResult<bool> {
     match value.map(|s| s.to_ascii_lowercase()) {
         None => Ok(false),
         Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Ok(true),

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
 use super::index::NodeEntry;
+use super::nodes::truthy;
 use super::time;
 use super::version::{BaseUrl, links};
 use crate::conductor::drivers as conductor_drivers;
@@ -271,7 +272,7 @@ pub async fn conductors(
     BaseUrl(base): BaseUrl,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let detail = detail_asked(&params)?;
+    let detail = truthy(params.get("detail"), "detail")?;
     Ok(Json(
         json!({ "conductors": [conductor_doc(&state, &base, detail)] }),
     ))
@@ -287,18 +288,6 @@ pub async fn conductor(
         return Err(ApiError::ConductorNotFound(hostname));
     }
     Ok(Json(conductor_doc(&state, &base, true)))
-}
-
-fn detail_asked(params: &BTreeMap<String, String>) -> ApiResult<bool> {
-    match params.get("detail").map(|d| d.to_ascii_lowercase()) {
-        None => Ok(false),
-        Some(d) if ["true", "1", "yes", "on"].contains(&d.as_str()) => Ok(true),
-        Some(d) if ["false", "0", "no", "off"].contains(&d.as_str()) => Ok(false),
-        Some(d) => Err(ApiError::BadParameter {
-            param: "detail".into(),
-            message: format!("`{d}` is not a boolean; use true or false"),
-        }),
-    }
 }
 
 /// A deploy template's UUID: stable, derived from its name.
@@ -345,7 +334,7 @@ pub async fn deploy_templates(
     BaseUrl(base): BaseUrl,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let detail = detail_asked(&params)?;
+    let detail = truthy(params.get("detail"), "detail")?;
     let fleet = state.conductor.fleet();
     let templates: Vec<Value> = fleet
         .templates
