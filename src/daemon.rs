@@ -219,7 +219,7 @@ fn log_sweep(report: &power_sync::SweepReport) {
         tracing::info!(node = %node, "power drift enforced");
     }
     for node in &report.entered_maintenance {
-        tracing::warn!(node = %node, fault = power_sync::POWER_FAILURE, "node entered maintenance");
+        tracing::error!(node = %node, fault = power_sync::POWER_FAILURE, "node entered maintenance");
     }
     for node in &report.recovered {
         tracing::info!(node = %node, "node left maintenance: its BMC answers again");
@@ -334,7 +334,13 @@ pub async fn start_api(
     if !local.ip().is_loopback() && state.options.token.is_none() {
         tracing::warn!(addr = %local, "the HTTP API listens beyond this machine without a token: anyone who reaches it can call vendor passthru; set `[conductor] api_token_env`");
     }
-    tracing::info!(addr = %local, "HTTP API listening");
+    if addr.port() == 0 {
+        // The system chose the port: say which at the default level, or
+        // nobody can reach the API.
+        tracing::warn!(addr = %local, "HTTP API listening");
+    } else {
+        tracing::info!(addr = %local, "HTTP API listening");
+    }
     let app = crate::api::router(state.clone());
     let folding = state.clone();
     let stop_folding = shutdown.clone();

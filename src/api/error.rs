@@ -19,10 +19,25 @@ pub enum ApiError {
     DriverNotFound(String),
     #[error("Node history record {0} could not be found.")]
     HistoryNotFound(String),
+    #[error("Node {node} doesn't have a BIOS setting '{name}'")]
+    BiosSettingNotFound { node: String, name: String },
+    #[error("Conductor {0} could not be found.")]
+    ConductorNotFound(String),
+    #[error("Deploy template {0} could not be found.")]
+    DeployTemplateNotFound(String),
+    /// A write: rivet changes nodes only by converging the declarations;
+    /// `instead` says what to edit.
+    #[error("rivet's API is read-only: {method} {path} would change something. {instead}")]
+    ReadOnly {
+        method: String,
+        path: String,
+        instead: String,
+    },
+    /// A path Ironic only writes to, read.
     #[error(
-        "rivet's API is read-only: {method} {path} would change something. Change the declarations instead; rivet converges them."
+        "Method not allowed: {path} is only written to in Ironic's API, never read, and rivet's API is read-only."
     )]
-    ReadOnly { method: String, path: String },
+    MethodNotAllowed { path: String },
     #[error("Missing mandatory parameter: method")]
     MissingMethod,
     #[error("No handler for method {0}")]
@@ -40,14 +55,17 @@ pub enum ApiError {
     /// Ironic's own wording for a query it refuses (sorting).
     #[error("{0}")]
     BadQuery(String),
-    #[error(
-        "Invalid value for X-OpenStack-Ironic-API-Version header: {0}. Write MAJOR.MINOR, e.g. 1.115, or latest."
-    )]
+    /// Ironic's words, whichever header carried the value.
+    #[error("Invalid value for X-OpenStack-Ironic-API-Version header")]
     BadVersionHeader(String),
     #[error(
         "Version {0} was requested but the minor version is not supported by this service. The supported version range is: [{MIN_VERSION}, {MAX_VERSION}]."
     )]
     VersionNotAcceptable(String),
+    #[error(
+        "Mutually exclusive versions requested. Version {0} requested but not supported by this service. The supported version range is: [{MIN_VERSION}, {MAX_VERSION}]."
+    )]
+    VersionMajorNotAcceptable(String),
     #[error(
         "Node {node} is locked by host {host}, please retry after the current operation is completed."
     )]
@@ -91,20 +109,25 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            NodeNotFound(_) | PathNotFound | DriverNotFound(_) | HistoryNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
-            ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            NodeNotFound(_)
+            | PathNotFound
+            | DriverNotFound(_)
+            | HistoryNotFound(_)
+            | BiosSettingNotFound { .. }
+            | ConductorNotFound(_)
+            | DeployTemplateNotFound(_) => StatusCode::NOT_FOUND,
+            ReadOnly { .. } | MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingMethod
             | NoHandler(_)
             | WrongVerb { .. }
             | MissingArgument { .. }
             | BadBody(_)
             | BadParameter { .. }
-            | BadQuery(_)
-            | BadVersionHeader(_) => StatusCode::BAD_REQUEST,
+            | BadQuery(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            VersionNotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            VersionNotAcceptable(_) | VersionMajorNotAcceptable(_) | BadVersionHeader(_) => {
+                StatusCode::NOT_ACCEPTABLE
+            }
             NodeLocked { .. } => StatusCode::CONFLICT,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Driver(e) => match e.kind {
@@ -122,7 +145,10 @@ impl ApiError {
     pub fn error_message(&self) -> String {
         let text = self.to_string();
         let status = self.status();
-        if let ApiError::VersionNotAcceptable(_) = self {
+        if let ApiError::VersionNotAcceptable(_)
+        | ApiError::VersionMajorNotAcceptable(_)
+        | ApiError::BadVersionHeader(_) = self
+        {
             return json_text(&VersionFault {
                 code: status.as_u16(),
                 title: status.canonical_reason().unwrap_or("Not Acceptable"),

@@ -392,10 +392,16 @@ fn node_document(
             .unwrap_or_else(|| json!({})),
     );
     put("boot_mode", json!(record.and_then(|r| r.boot_mode)));
-    let updated = record.and_then(|r| r.updated_at.clone());
-    put("updated_at", json!(updated));
-    put("provision_updated_at", json!(updated));
-    put("created_at", Value::Null);
+    let at = |field: fn(&NodeRecord) -> &Option<String>| {
+        json!(super::time::ironic_opt(
+            record.and_then(|r| field(r).as_deref())
+        ))
+    };
+    put("updated_at", at(|r| &r.updated_at));
+    put("provision_updated_at", at(|r| &r.updated_at));
+    put("created_at", at(|r| &r.created_at));
+    put("inspection_started_at", at(|r| &r.inspection_started_at));
+    put("inspection_finished_at", at(|r| &r.inspection_finished_at));
     put("traits", json!(node.map_or(&[][..], |n| &n.traits[..])));
     put("driver_info", node.map_or_else(|| json!({}), driver_info));
     put(
@@ -435,8 +441,6 @@ fn node_document(
         "chassis_uuid",
         "description",
         "health",
-        "inspection_finished_at",
-        "inspection_started_at",
         "instance_name",
         "instance_uuid",
         "lessee",

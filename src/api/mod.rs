@@ -12,11 +12,14 @@ pub mod error;
 pub mod index;
 pub mod nodes;
 pub mod passthru;
+pub mod refusals;
+pub mod resources;
+pub mod time;
 pub mod version;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -104,6 +107,9 @@ pub struct Inner {
     pub options: ApiOptions,
     nodes: NodeCache,
     pages: nodes::PageCache,
+    /// When the last pass the store recorded finished (a `rivet reconcile`
+    /// before this daemon started, or an earlier daemon).
+    recorded_pass: Option<SystemTime>,
 }
 
 #[derive(Clone)]
@@ -119,12 +125,29 @@ impl std::ops::Deref for ApiState {
 impl ApiState {
     pub fn new(conductor: Arc<Conductor>, options: ApiOptions) -> Result<Self, StoreError> {
         let nodes = NodeCache::new(&conductor.store, conductor.fleet())?;
+        let recorded_pass = conductor
+            .store
+            .runs()?
+            .values()
+            .filter_map(|run| run.finished_at.as_deref())
+            .filter_map(|at| humantime::parse_rfc3339(at).ok())
+            .max();
         Ok(Self(Arc::new(Inner {
             conductor,
             options,
             nodes,
             pages: nodes::PageCache::default(),
+            recorded_pass,
         })))
+    }
+
+    /// How long ago the last pass finished: this daemon's, or else the last
+    /// one the store recorded.
+    pub fn last_pass_age(&self) -> Option<Duration> {
+        self.conductor.last_pass().map(|t| t.elapsed()).or_else(|| {
+            let at = self.recorded_pass?;
+            Some(SystemTime::now().duration_since(at).unwrap_or_default())
+        })
     }
 
     /// The nodes as of now.
@@ -163,7 +186,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/detail", get(nodes_detail))
         .route("/v1/nodes/{id}", get(nodes::show))
         .route("/v1/nodes/{id}/states", get(nodes::states))
-        .route("/v1/nodes/{id}/states/{*change}", any(read_only))
+        .route("/v1/nodes/{id}/states/console", get(resources::console))
+        .route("/v1/nodes/{id}/validate", get(resources::validate))
+        .route("/v1/nodes/{id}/traits", get(resources::traits))
+        .route(
+            "/v1/nodes/{id}/management/boot_device",
+            get(resources::boot_device),
+        )
+        .route(
+            "/v1/nodes/{id}/management/boot_device/supported",
+            get(resources::supported_boot_devices),
+        )
+        .route("/v1/nodes/{id}/bios", get(resources::bios))
+        .route("/v1/nodes/{id}/bios/{setting}", get(resources::bios_one))
+        .route("/v1/conductors", get(resources::conductors))
+        .route("/v1/conductors/{hostname}", get(resources::conductor))
+        .route("/v1/deploy_templates", get(resources::deploy_templates))
+        .route("/v1/deploy_templates/{id}", get(resources::deploy_template))
         .route("/v1/nodes/{id}/history", get(nodes::history))
         .route("/v1/nodes/{id}/history/{event}", get(nodes::history_event))
         .route(
@@ -199,8 +238,8 @@ pub fn router(state: ApiState) -> Router {
     let body_limit = state.options.body_limit;
     open.merge(reads)
         .merge(calls)
-        .fallback(not_found)
-        .method_not_allowed_fallback(read_only)
+        .fallback(refusals::unrouted)
+        .method_not_allowed_fallback(refusals::wrong_verb)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(version::headers))
@@ -288,27 +327,17 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::PathNotFound
-}
-
-async fn read_only(request: Request) -> ApiError {
-    ApiError::ReadOnly {
-        method: request.method().to_string(),
-        path: request.uri().path().to_string(),
-    }
-}
-
 /// `GET /v1/nodes/detail`: Ironic's older spelling of `?detail=true`.
 async fn nodes_detail(
     state: State<ApiState>,
     base: version::BaseUrl,
+    negotiated: version::Negotiated,
     axum::extract::Query(mut params): axum::extract::Query<
         std::collections::BTreeMap<String, String>,
     >,
 ) -> ApiResult<Response> {
     params.insert("detail".into(), "true".into());
-    nodes::list(state, base, axum::extract::Query(params)).await
+    nodes::list(state, base, negotiated, axum::extract::Query(params)).await
 }
 
 /// `GET /healthz`: 200 when the store answers, the watcher runs and no node
@@ -341,7 +370,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         "internal_errors": internal_errors,
         "store": match &store_check { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
         "watcher_alive": watcher,
-        "last_pass_age_seconds": state.conductor.last_pass().map(|t| t.elapsed().as_secs_f64()),
+        "last_pass_age_seconds": state.last_pass_age().map(|age| age.as_secs_f64()),
         "declaration_problems": state.conductor.declaration_problems(),
         "nodes": state.index().entries.len(),
     });
@@ -367,7 +396,7 @@ async fn metrics_text(State(state): State<ApiState>) -> Response {
         nodes_by_state: by_state,
         maintenance,
         watcher_alive: state.conductor.watcher_alive(),
-        last_pass_age: state.conductor.last_pass().map(|t| t.elapsed()),
+        last_pass_age: state.last_pass_age(),
         declaration_problems: state.conductor.declaration_problems(),
     });
     (

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
 use super::index::{NodeEntry, NodeIndex};
-use super::version::{BaseUrl, links};
+use super::version::{BaseUrl, Negotiated, links};
 use crate::model::fleet::Fleet;
 use crate::store::records::{Event, Outcome};
 
@@ -32,7 +32,8 @@ fn json_bytes(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn truthy(value: Option<&String>, param: &str) -> ApiResult<bool> {
+/// A boolean query parameter, as Ironic reads one; absent is false.
+pub(super) fn truthy(value: Option<&String>, param: &str) -> ApiResult<bool> {
     match value.map(|s| s.to_ascii_lowercase()) {
         None => Ok(false),
         Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Ok(true),
@@ -67,6 +68,26 @@ fn write_detail(out: &mut String, state: &ApiState, fleet: &Fleet, entry: &NodeE
         r#","states":[{{"href":"{base}/v1/nodes/{u}/states","rel":"self"}},{{"href":"{base}/nodes/{u}/states","rel":"bookmark"}}]}}"#,
         u = entry.uuid
     );
+}
+
+/// The full node document at `version`: without the fields it does not
+/// have yet. Only old versions pay for taking the cached text apart.
+fn write_detail_at(
+    out: &mut String,
+    state: &ApiState,
+    fleet: &Fleet,
+    entry: &NodeEntry,
+    base: &str,
+    version: Negotiated,
+) {
+    if !version.hides_node_fields() {
+        return write_detail(out, state, fleet, entry, base);
+    }
+    let mut text = String::new();
+    write_detail(&mut text, state, fleet, entry, base);
+    let mut doc: Map<String, Value> = serde_json::from_str(&text).unwrap_or_default();
+    version.strip_node(&mut doc);
+    out.push_str(&Value::Object(doc).to_string());
 }
 
 fn write_row(out: &mut String, entry: &NodeEntry, base: &str) {
@@ -187,11 +208,12 @@ impl PageCache {
 pub async fn list(
     State(state): State<ApiState>,
     BaseUrl(base): BaseUrl,
+    version: Negotiated,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Response> {
     let index = state.index();
     let cacheable = !params.contains_key("detail") && !params.contains_key("fields");
-    let key = cacheable.then(|| format!("{base} {params:?}"));
+    let key = cacheable.then(|| format!("{base} {params:?} {version:?}"));
     if let Some(page) = key.as_ref().and_then(|k| state.pages.get(&index, k)) {
         return Ok(json_bytes(page));
     }
@@ -258,8 +280,14 @@ pub async fn list(
             out.push(',');
         }
         match &fields {
-            Some(f) => out.push_str(&selected(&state, fleet, entry, f, &base).to_string()),
-            None if detail => write_detail(&mut out, &state, fleet, entry, &base),
+            Some(f) => {
+                let mut doc = selected(&state, fleet, entry, f, &base);
+                if let Value::Object(map) = &mut doc {
+                    version.strip_node(map);
+                }
+                out.push_str(&doc.to_string());
+            }
+            None if detail => write_detail_at(&mut out, &state, fleet, entry, &base, version),
             None => write_row(&mut out, entry, &base),
         }
         taken += 1;
@@ -363,18 +391,21 @@ fn sort_order(
 pub async fn show(
     State(state): State<ApiState>,
     BaseUrl(base): BaseUrl,
+    version: Negotiated,
     Path(id): Path<String>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Response> {
     let index = state.index();
     let entry = find(&index, &id)?;
     if let Some(fields) = parse_fields(&index.fleet, &index, params.get("fields"))? {
-        return Ok(json_text(
-            selected(&state, &index.fleet, entry, &fields, &base).to_string(),
-        ));
+        let mut doc = selected(&state, &index.fleet, entry, &fields, &base);
+        if let Value::Object(map) = &mut doc {
+            version.strip_node(map);
+        }
+        return Ok(json_text(doc.to_string()));
     }
     let mut out = String::with_capacity(4096);
-    write_detail(&mut out, &state, &index.fleet, entry, &base);
+    write_detail_at(&mut out, &state, &index.fleet, entry, &base, version);
     Ok(json_text(out))
 }
 
@@ -462,7 +493,7 @@ fn history_item(base: &str, host: &str, node_uuid: &str, e: &Event) -> Value {
     let uuid = event_uuid(node_uuid, e.seq);
     json!({
         "uuid": uuid.to_string(),
-        "created_at": e.at,
+        "created_at": super::time::ironic(&e.at),
         "severity": severity,
         "event": text,
         "event_type": e.action,

@@ -109,7 +109,8 @@ pub enum Progress {
     },
 }
 
-/// RFC 3339 now.
+/// RFC 3339 now, to the microsecond: history events a few milliseconds
+/// apart keep their order and their durations readable.
 pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }

@@ -172,7 +172,7 @@ pub async fn run_pass(
         }
         let mut record = recorded
             .cloned()
-            .unwrap_or_else(|| NodeRecord::enrolled(node.uuid.to_string(), &node.driver));
+            .unwrap_or_else(|| NodeRecord::first_seen(node.uuid.to_string(), &node.driver, now()));
         record.unmanaged = false;
         record.driver = node.driver.clone();
         record.interfaces = InterfaceNames::from(&node.interfaces);

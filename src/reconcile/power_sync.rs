@@ -178,11 +178,10 @@ pub async fn sweep(ctx: Arc<Ctx>, fleet: Arc<Fleet>, concurrency: usize) -> Swee
         let Some((node, want, result)) = fixed else {
             continue;
         };
-        let mut record = store
-            .node(&node.name)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| NodeRecord::enrolled(node.uuid.to_string(), &node.driver));
+        let mut record =
+            store.node(&node.name).ok().flatten().unwrap_or_else(|| {
+                NodeRecord::first_seen(node.uuid.to_string(), &node.driver, now())
+            });
         let event = match result {
             Ok(()) => {
                 record.power_state = Some(want);

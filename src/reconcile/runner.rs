@@ -95,6 +95,34 @@ fn on_start(record: &mut NodeRecord, op: &Op) {
             }));
         }
         Op::SetPower { target } => record.target_power_state = Some(*target),
+        Op::Inspect => {
+            record.inspection_started_at = Some(now());
+            record.inspection_finished_at = None;
+        }
+        _ => {}
+    }
+}
+
+/// What a bios step leaves set, for `GET /v1/nodes/{id}/bios`: the BMC is
+/// not read back, so the settings applied are the ones known.
+fn record_bios(
+    record: &mut NodeRecord,
+    step: &str,
+    args: &std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    match step {
+        "apply_configuration" => {
+            let settings = args.get("settings").and_then(|s| s.as_array());
+            for setting in settings.into_iter().flatten() {
+                if let (Some(name), Some(value)) = (
+                    setting.get("name").and_then(|n| n.as_str()),
+                    setting.get("value"),
+                ) {
+                    record.bios.insert(name.to_string(), value.clone());
+                }
+            }
+        }
+        "factory_reset" => record.bios.clear(),
         _ => {}
     }
 }
@@ -116,7 +144,8 @@ fn on_success(record: &mut NodeRecord, op: &Op, reading: Reading) {
         Reading::Properties(_) | Reading::Nothing => {}
     }
     match op {
-        Op::Verify | Op::Inspect => {}
+        Op::Verify => {}
+        Op::Inspect => record.inspection_finished_at = Some(now()),
         Op::SetPower { target } => {
             record.power_state = Some(*target);
             record.target_power_state = None;
@@ -125,11 +154,17 @@ fn on_success(record: &mut NodeRecord, op: &Op, reading: Reading) {
         Op::SetBootMode { mode } => record.boot_mode = Some(*mode),
         Op::InsertMedia { .. } => {}
         Op::Step {
-            interface, step, ..
+            interface,
+            step,
+            args,
+            ..
         } => {
             // The fake deploy boots from disk.
             if *interface == InterfaceType::Deploy && step == "deploy" {
                 record.boot_device = Some(crate::vocab::BootDevice::Disk);
+            }
+            if *interface == InterfaceType::Bios {
+                record_bios(record, step, args);
             }
         }
         Op::End {

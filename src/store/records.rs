@@ -51,9 +51,28 @@ pub struct NodeRecord {
     /// RFC 3339.
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// When the state file first saw the node (RFC 3339); set once.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// When the last inspection started and, if it succeeded, finished.
+    #[serde(default)]
+    pub inspection_started_at: Option<String>,
+    #[serde(default)]
+    pub inspection_finished_at: Option<String>,
+    /// The BIOS settings rivet last applied through the bios interface.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bios: BTreeMap<String, Value>,
 }
 
 impl NodeRecord {
+    /// A node rivet has never touched, first seen at `at`.
+    pub fn first_seen(uuid: impl Into<String>, driver: &str, at: String) -> Self {
+        Self {
+            created_at: Some(at),
+            ..Self::enrolled(uuid, driver)
+        }
+    }
+
     /// A node rivet has never touched.
     pub fn enrolled(uuid: impl Into<String>, driver: &str) -> Self {
         Self {
@@ -75,6 +94,10 @@ impl NodeRecord {
             power_failures: 0,
             unmanaged: false,
             updated_at: None,
+            created_at: None,
+            inspection_started_at: None,
+            inspection_finished_at: None,
+            bios: BTreeMap::new(),
         }
     }
 }

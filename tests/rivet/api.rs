@@ -237,7 +237,13 @@ async fn version_documents_and_negotiation() {
         .header("X-OpenStack-Ironic-API-Version", "one")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(api.call(bad).await.0, StatusCode::BAD_REQUEST);
+    // Garbage is not acceptable either, in Ironic's words.
+    let (status, _, body) = api.call(bad).await;
+    assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(
+        fault(&body),
+        "Invalid value for X-OpenStack-Ironic-API-Version header"
+    );
 }
 
 #[tokio::test]
@@ -465,7 +471,11 @@ async fn writes_are_refused_and_change_nothing() {
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
         assert!(fault(&body).contains("read-only"), "{body}");
     }
+    // A write is refused as one even where nothing is served.
     let (status, body) = api.send("POST", "/v1/ports", "{}").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(fault(&body).contains("read-only"), "{body}");
+    let (status, body) = api.raw("/v1/no-such-thing").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(fault(&body), "The requested resource could not be found.");
     let (_, n1) = api.get("/v1/nodes/n1").await;

@@ -11,7 +11,7 @@ use crate::api_live::{Http, LiveDaemon, until};
 use crate::support::{TempFleet, root};
 
 /// The client, or None when the emulator tests are skipped on purpose.
-fn baremetal() -> Option<PathBuf> {
+pub fn baremetal() -> Option<PathBuf> {
     let path = std::env::var_os("RIVET_BAREMETAL")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".venv/bin/baremetal"));
@@ -56,13 +56,13 @@ fn fleet() -> TempFleet {
     fleet
 }
 
-struct Cli {
-    program: PathBuf,
-    url: String,
+pub struct Cli {
+    pub program: PathBuf,
+    pub url: String,
 }
 
 impl Cli {
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         Command::new(&self.program)
             .args(args)
             .env("OS_ENDPOINT", &self.url)
@@ -73,7 +73,7 @@ impl Cli {
     }
 
     /// Run and expect success; return stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -85,7 +85,7 @@ impl Cli {
     }
 
     /// Run and expect failure; return stderr.
-    fn fails(&self, args: &[&str]) -> String {
+    pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(!out.status.success(), "baremetal {args:?} should fail");
         String::from_utf8_lossy(&out.stderr).to_string()

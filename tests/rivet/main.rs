@@ -2,13 +2,16 @@
 
 mod api;
 mod api_baremetal;
+mod api_baremetal_resources;
 mod api_live;
+mod api_resources;
 mod claims;
 mod cli;
 mod composition;
 mod conformance;
 mod converge;
 mod daemon;
+mod daemon_logs;
 #[path = "../common/daemon_process.rs"]
 mod daemon_process;
 mod diagnostics;
