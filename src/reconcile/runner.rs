@@ -11,7 +11,7 @@ use crate::driver::DriverError;
 use crate::model::node::Node;
 use crate::plan::provision::Verb;
 use crate::store::Write;
-use crate::store::records::{Event, JournalRecord, NodeRecord, Outcome};
+use crate::store::records::{EncodedOps, Event, JournalRecord, NodeRecord, Outcome};
 use crate::vocab::{InterfaceType, ProvisionState};
 
 /// Work for one node: its operations and where to start.
@@ -242,11 +242,7 @@ pub async fn run_node(
     let name = work.node.name.clone();
     let protocol = ctx.registry.protocol(&work.node);
     let total = work.ops.len();
-    let encoded: Vec<serde_json::Value> = work
-        .ops
-        .iter()
-        .map(|op| serde_json::to_value(op).expect("ops serialize"))
-        .collect();
+    let encoded = EncodedOps::encode(&work.ops);
     let started_at = now();
     let send = |p: Progress| {
         if let Some(tx) = progress {
