@@ -137,6 +137,8 @@ pub async fn run_pass(
             if snapshot.journals.contains_key(name) {
                 writes.push(Write::ClearJournal(name.clone()));
             }
+            // Power sync no longer reads it: a drift it recorded is over.
+            writes.push(Write::ClearDrift(name.clone()));
             unmanaged.push(name.clone());
         }
     }

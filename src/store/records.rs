@@ -142,6 +142,25 @@ pub struct JournalRecord {
     pub started_at: String,
 }
 
+/// A power drift power sync recorded and has not seen end (table `DRIFTS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftRecord {
+    /// The power the BMC reported.
+    pub found: PowerState,
+    /// The power declared when it was found.
+    pub declared: PowerState,
+    /// RFC 3339: when it was first found.
+    pub since: String,
+    /// What power sync put in the node's `last_error` for this drift, if
+    /// anything: it clears only its own message, never a run's error.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The last failure to enforce it that went to history: the same
+    /// failure again is logged, not recorded again.
+    #[serde(default)]
+    pub enforce_failure: Option<String>,
+}
+
 /// A run's operations as one JSON array, encoded once and shared by every
 /// journal write of the run (one before and one after each operation), so
 /// a write costs a copy of the text, not a deep copy of parsed values.
