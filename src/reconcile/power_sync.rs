@@ -399,8 +399,14 @@ mod tests {
         })
     }
 
-    /// The node deployed, with `last_error`, and its BMC off behind rivet's back.
-    fn deployed_then_powered_off(fleet: &Arc<Fleet>, last_error: Option<&str>) {
+    /// A fleet whose node is deployed, with `last_error`, and its BMC off
+    /// behind rivet's back.
+    fn deployed_then_powered_off(
+        drift: &str,
+        last_error: Option<&str>,
+    ) -> (tempfile::TempDir, Arc<Fleet>) {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = fleet(dir.path(), drift);
         let store = Store::open(&fleet.conductor.state).unwrap();
         let mut record = NodeRecord::enrolled("u-1", "fake-hardware");
         record.provision_state = ProvisionState::Active;
@@ -413,6 +419,7 @@ mod tests {
             ..FakeBmcRecord::default()
         };
         bmcs.put("n1", &off).unwrap();
+        (dir, fleet)
     }
 
     fn power_on(fleet: &Arc<Fleet>) {
@@ -446,9 +453,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_drift_is_recorded_once_even_by_a_restarted_daemon_and_its_end_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let fleet = fleet(dir.path(), "report");
-        deployed_then_powered_off(&fleet, None);
+        let (_dir, fleet) = deployed_then_powered_off("report", None);
 
         let first = ctx(&fleet);
         let found = sweep_with(&first).await;
@@ -488,10 +493,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_runs_error_is_neither_overwritten_nor_cleared_by_drift() {
-        let dir = tempfile::tempdir().unwrap();
-        let fleet = fleet(dir.path(), "report");
         let failure = "deploy.deploy: injected deploy fault";
-        deployed_then_powered_off(&fleet, Some(failure));
+        let (_dir, fleet) = deployed_then_powered_off("report", Some(failure));
         let ctx = ctx(&fleet);
         let store = Arc::clone(ctx.journal.store());
         for _ in 0..3 {
@@ -510,10 +513,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_enforced_drift_keeps_a_runs_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let fleet = fleet(dir.path(), "enforce");
         let failure = "deploy.deploy: injected deploy fault";
-        deployed_then_powered_off(&fleet, Some(failure));
+        let (_dir, fleet) = deployed_then_powered_off("enforce", Some(failure));
         let ctx = ctx(&fleet);
         let store = Arc::clone(ctx.journal.store());
         let enforced = sweep_with(&ctx).await;
