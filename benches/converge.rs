@@ -2,11 +2,13 @@
 //!
 //! 1. converge 1,000 fake nodes with 200 ms per BMC call and 64 workers,
 //!    against the lower bound max(total BMC time / workers, longest chain);
-//! 2. one power-sync sweep over 10,000 fake nodes at 50 ms per call;
-//! 3. the daemon's memory with 10,000 nodes, converged and idle;
-//! 4. edit-to-first-action latency of the daemon.
+//! 2. the converge engine's own cost: 1,000 and 10,000 fake nodes with no
+//!    BMC latency, so 10 times the nodes should cost about 10 times as much;
+//! 3. one power-sync sweep over 10,000 fake nodes at 50 ms per call;
+//! 4. the daemon's memory with 10,000 nodes, converged and idle;
+//! 5. edit-to-first-action latency of the daemon.
 //!
-//! `cargo bench --bench converge [-- converge|sweep|rss|latency]`
+//! `cargo bench --bench converge [-- converge|scaling|sweep|rss|latency]`
 
 #[path = "../tests/common/daemon_process.rs"]
 mod daemon_process;
@@ -14,6 +16,8 @@ mod daemon_process;
 mod fleetgen;
 #[path = "common/reconcile.rs"]
 mod reconcile;
+#[path = "common/rss.rs"]
+mod rss;
 
 use std::path::Path;
 
@@ -58,6 +62,57 @@ fn converge_1000() {
     println!(
         "converge 1000 fake nodes (200 ms/BMC call, {calls} calls a node, 64 workers, chains of {chain}): {wall:.2} s; lower bound {bound:.2} s; ratio {:.2}",
         wall / bound
+    );
+}
+
+/// Fresh runs of each size in the scaling case.
+const SCALING_RUNS: usize = 3;
+
+/// Median, min and max, as text.
+fn spread(samples: &mut [f64]) -> (f64, String) {
+    samples.sort_by(f64::total_cmp);
+    let median = samples[samples.len() / 2];
+    let text = format!(
+        "{median:.2} s (min {:.2}, max {:.2})",
+        samples[0],
+        samples[samples.len() - 1]
+    );
+    (median, text)
+}
+
+fn converge_scaling() {
+    // Every fleet is kept until the end: ext4 without a journal skips the
+    // inodes freed in the last minutes when it creates a file, so deleting
+    // one run's fake BMC files would slow the file creation of the next.
+    let mut fleets = Vec::new();
+    let mut medians = Vec::new();
+    for nodes in [1000, 10_000] {
+        let (mut walls, mut users, mut systems) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..SCALING_RUNS {
+            let dir = tempfile::tempdir().unwrap();
+            fleet(dir.path(), nodes, 20, "0ms");
+            let (user, system) = rss::children_cpu_seconds();
+            let (wall, _) = timed_reconcile(dir.path(), &[]);
+            let (user_after, system_after) = rss::children_cpu_seconds();
+            walls.push(wall);
+            users.push(user_after - user);
+            systems.push(system_after - system);
+            fleets.push(dir);
+        }
+        let (wall, wall_text) = spread(&mut walls);
+        let (user, user_text) = spread(&mut users);
+        let (system, system_text) = spread(&mut systems);
+        println!(
+            "converge {nodes} fake nodes (no BMC latency, 64 workers, chains of 20), median of {SCALING_RUNS}: wall {wall_text}; CPU user {user_text}, system {system_text}"
+        );
+        medians.push([wall, user, system]);
+    }
+    let ratio = |i: usize| medians[1][i] / medians[0][i];
+    println!(
+        "converge 10000 vs 1000 nodes (medians; linear is 10x): wall {:.1}x, CPU user {:.1}x, system {:.1}x",
+        ratio(0),
+        ratio(1),
+        ratio(2)
     );
 }
 
@@ -201,6 +256,9 @@ fn main() {
     let run = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     if run("converge") {
         converge_1000();
+    }
+    if run("scaling") {
+        converge_scaling();
     }
     if run("sweep") {
         sweep_10000();

@@ -39,26 +39,30 @@ impl Journal {
                     while let Ok(more) = rx.try_recv() {
                         batch.push(more);
                     }
-                    let all: Vec<Write> = batch
-                        .iter()
-                        .flat_map(|r| r.writes.iter().cloned())
-                        .collect();
+                    // The writes are moved into one batch, not copied: a
+                    // journal write carries a node's operations and record.
+                    let mut all = Vec::with_capacity(batch.iter().map(|r| r.writes.len()).sum());
+                    let mut answers = Vec::with_capacity(batch.len());
+                    for request in batch {
+                        let events = request
+                            .writes
+                            .iter()
+                            .filter(|w| matches!(w, Write::Event(_)))
+                            .count();
+                        all.extend(request.writes);
+                        answers.push((events, request.done));
+                    }
                     match writer.apply(&all) {
                         Ok(seqs) => {
                             let mut seqs = seqs.into_iter();
-                            for request in batch {
-                                let events = request
-                                    .writes
-                                    .iter()
-                                    .filter(|w| matches!(w, Write::Event(_)))
-                                    .count();
+                            for (events, done) in answers {
                                 let mine: Vec<u64> = seqs.by_ref().take(events).collect();
-                                let _ = request.done.send(Ok(mine));
+                                let _ = done.send(Ok(mine));
                             }
                         }
                         Err(e) => {
-                            for request in batch {
-                                let _ = request.done.send(Err(e.to_string()));
+                            for (_, done) in answers {
+                                let _ = done.send(Err(e.to_string()));
                             }
                         }
                     }

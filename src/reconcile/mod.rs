@@ -7,9 +7,11 @@
 //!
 //! Invariants:
 //! - Never two runs over one node at once (the node lock).
-//! - Before an operation runs, it and its index are committed to redb; after
-//!   it, its outcome. A restart resumes at the recorded operation, so a
-//!   `kill -9` loses nothing and repeats no completed operation.
+//! - Before an operation calls a BMC, it and its index are committed to
+//!   redb; its outcome is committed with the next one's start (or the run's
+//!   end), and bookkeeping, which calls nothing, with the next BMC call. A
+//!   restart resumes at the recorded operation, so a `kill -9` loses
+//!   nothing and repeats no completed BMC call.
 //! - Every operation is idempotent: the one in flight at a crash runs again.
 //! - Every pass logs why it ran.
 

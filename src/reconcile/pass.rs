@@ -137,6 +137,8 @@ pub async fn run_pass(
             if snapshot.journals.contains_key(name) {
                 writes.push(Write::ClearJournal(name.clone()));
             }
+            // Power sync no longer reads it: a drift it recorded is over.
+            writes.push(Write::ClearDrift(name.clone()));
             unmanaged.push(name.clone());
         }
     }
@@ -177,13 +179,7 @@ pub async fn run_pass(
         record.driver = node.driver.clone();
         record.interfaces = InterfaceNames::from(&node.interfaces);
         let journal = snapshot.journals.get(&node.name);
-        let decoded: Option<Vec<Op>> = journal.and_then(|j| {
-            j.ops
-                .iter()
-                .map(|v| serde_json::from_value(v.clone()))
-                .collect::<Result<Vec<Op>, _>>()
-                .ok()
-        });
+        let decoded: Option<Vec<Op>> = journal.and_then(|j| j.ops.decode().ok());
         match (journal, decoded) {
             (Some(j), Some(ops)) if j.next < ops.len() => {
                 resumed.push(node.name.clone());

@@ -11,7 +11,7 @@ use crate::driver::DriverError;
 use crate::model::node::Node;
 use crate::plan::provision::Verb;
 use crate::store::Write;
-use crate::store::records::{Event, JournalRecord, NodeRecord, Outcome};
+use crate::store::records::{EncodedOps, Event, JournalRecord, NodeRecord, Outcome};
 use crate::vocab::{InterfaceType, ProvisionState};
 
 /// Work for one node: its operations and where to start.
@@ -282,11 +282,7 @@ pub async fn run_node(
     let name = work.node.name.clone();
     let protocol = ctx.registry.protocol(&work.node);
     let total = work.ops.len();
-    let encoded: Vec<serde_json::Value> = work
-        .ops
-        .iter()
-        .map(|op| serde_json::to_value(op).expect("ops serialize"))
-        .collect();
+    let encoded = EncodedOps::encode(&work.ops);
     let started_at = now();
     let send = |p: Progress| {
         if let Some(tx) = progress {
@@ -301,46 +297,52 @@ pub async fn run_node(
     tracing::info!(node = %name, run = work.run_id, ops = total, from = work.next, resumed = work.resumed, "converging node");
 
     let replan = stop.replan_token(&name);
+    let mut unsaved = Unsaved::default();
+    let journal_at = |next: usize| {
+        Write::Journal(
+            name.clone(),
+            JournalRecord {
+                run_id: work.run_id,
+                ops: encoded.clone(),
+                next,
+                started_at: started_at.clone(),
+            },
+        )
+    };
     for index in work.next..total {
         if stop.shutdown.is_cancelled() {
-            return NodeOutcome::Stopped;
+            // What finished is kept, so a restart resumes after it.
+            return match unsaved.save(ctx, &name, &work, &send).await {
+                Ok(()) => NodeOutcome::Stopped,
+                Err(e) => NodeOutcome::Failed(e.to_string()),
+            };
         }
         if replan.is_cancelled() {
-            return drop_journal(ctx, &name, &work, "declarations changed: planning again").await;
+            return drop_journal(
+                ctx,
+                &work,
+                unsaved,
+                "declarations changed: planning again",
+                &send,
+            )
+            .await;
         }
         let op = work.ops[index].clone();
         on_start(&mut work.record, &op);
-        let mut writes = vec![
-            Write::Journal(
-                name.clone(),
-                JournalRecord {
-                    run_id: work.run_id,
-                    ops: encoded.clone(),
-                    next: index,
-                    started_at: started_at.clone(),
-                },
-            ),
-            Write::Node(name.clone(), work.record.clone()),
-        ];
+        unsaved.journal = Some(journal_at(index));
         if work.resumed && index == work.next {
-            writes.push(Write::Event(event(
-                &name,
-                &work,
-                index,
-                &op,
-                Outcome::Resumed,
-                protocol,
-            )));
+            unsaved
+                .events
+                .push(event(&name, &work, index, &op, Outcome::Resumed, protocol));
         }
-        writes.push(Write::Event(event(
-            &name,
-            &work,
-            index,
-            &op,
-            Outcome::Started,
-            protocol,
-        )));
-        if let Err(e) = ctx.journal.commit(writes).await {
+        unsaved
+            .events
+            .push(event(&name, &work, index, &op, Outcome::Started, protocol));
+        // Durable before the BMC is called; bookkeeping calls nothing, so
+        // it waits for the next commit.
+        if !op.is_bookkeeping()
+            && let Err(e) = unsaved.save(ctx, &name, &work, &send).await
+        {
             return NodeOutcome::Failed(e.to_string());
         }
 
@@ -357,9 +359,19 @@ pub async fn run_node(
         let Some(result) = result else {
             // An abortable step was interrupted: it did not complete.
             if stop.shutdown.is_cancelled() {
-                return NodeOutcome::Stopped;
+                return match unsaved.save(ctx, &name, &work, &send).await {
+                    Ok(()) => NodeOutcome::Stopped,
+                    Err(e) => NodeOutcome::Failed(e.to_string()),
+                };
             }
-            return drop_journal(ctx, &name, &work, "declarations changed: step aborted").await;
+            return drop_journal(
+                ctx,
+                &work,
+                unsaved,
+                "declarations changed: step aborted",
+                &send,
+            )
+            .await;
         };
         let elapsed = began.elapsed();
         let mut done = event(&name, &work, index, &op, Outcome::Succeeded, protocol);
@@ -367,49 +379,23 @@ pub async fn run_node(
         match result {
             Ok(reading) => {
                 on_success(&mut work.record, &op, reading);
-                let journal = if index + 1 == total {
+                // Committed with the next operation's start, or at the end.
+                unsaved.journal = Some(if index + 1 == total {
                     Write::ClearJournal(name.clone())
                 } else {
-                    Write::Journal(
-                        name.clone(),
-                        JournalRecord {
-                            run_id: work.run_id,
-                            ops: encoded.clone(),
-                            next: index + 1,
-                            started_at: started_at.clone(),
-                        },
-                    )
-                };
-                let writes = vec![
-                    journal,
-                    Write::Node(name.clone(), work.record.clone()),
-                    Write::Event(done),
-                ];
-                if let Err(e) = ctx.journal.commit(writes).await {
-                    return NodeOutcome::Failed(e.to_string());
-                }
-                tracing::info!(node = %name, run = work.run_id, op = %op.label(), index, ms = elapsed.as_millis() as u64, "operation done");
-                send(Progress::OpFinished {
-                    node: name.clone(),
-                    index,
-                    total,
-                    label: op.label(),
-                    ok: true,
-                    duration: elapsed,
-                    error: None,
+                    journal_at(index + 1)
                 });
+                unsaved.events.push(done);
+                unsaved.finished.push((index, op.label(), elapsed));
             }
             Err(e) => {
                 let message = format!("{}: {e}", op.label());
                 on_failure(&mut work.record, verb_at(&work.ops, index), &message);
                 done.outcome = Outcome::Failed;
                 done.detail = Some(e.message.clone());
-                let writes = vec![
-                    Write::ClearJournal(name.clone()),
-                    Write::Node(name.clone(), work.record.clone()),
-                    Write::Event(done),
-                ];
-                let _ = ctx.journal.commit(writes).await;
+                unsaved.journal = Some(Write::ClearJournal(name.clone()));
+                unsaved.events.push(done);
+                let _ = unsaved.save(ctx, &name, &work, &send).await;
                 tracing::warn!(node = %name, run = work.run_id, op = %op.label(), error = %e, "operation failed");
                 send(Progress::OpFinished {
                     node: name.clone(),
@@ -424,29 +410,80 @@ pub async fn run_node(
             }
         }
     }
-    NodeOutcome::Converged
+    match unsaved.save(ctx, &name, &work, &send).await {
+        Ok(()) => NodeOutcome::Converged,
+        Err(e) => NodeOutcome::Failed(e.to_string()),
+    }
 }
 
-async fn drop_journal(ctx: &Ctx, name: &str, work: &NodeWork, why: &str) -> NodeOutcome {
-    let note = Event {
-        seq: 0,
-        node: name.to_string(),
+/// What a run has recorded since its last commit. An operation's outcome
+/// is committed with the start of the next one, and bookkeeping (which
+/// calls no BMC) with the next BMC call's start, so a node costs one commit
+/// per BMC call instead of two per operation; a crash before the commit
+/// runs again only operations that are idempotent.
+#[derive(Default)]
+struct Unsaved {
+    /// The journal as it is now: the next operation, or cleared.
+    journal: Option<Write>,
+    events: Vec<Event>,
+    /// Operations done, announced once their outcome is durable: (index,
+    /// label, how long).
+    finished: Vec<(usize, String, std::time::Duration)>,
+}
+
+impl Unsaved {
+    fn writes(&mut self, name: &str, record: &NodeRecord) -> Vec<Write> {
+        let mut writes = Vec::with_capacity(self.events.len() + 2);
+        writes.extend(self.journal.take());
+        writes.push(Write::Node(name.to_string(), record.clone()));
+        writes.extend(self.events.drain(..).map(Write::Event));
+        writes
+    }
+
+    /// Commit, then announce what finished.
+    async fn save(
+        &mut self,
+        ctx: &Ctx,
+        name: &str,
+        work: &NodeWork,
+        send: &impl Fn(Progress),
+    ) -> Result<(), super::journal::JournalError> {
+        if self.journal.is_none() && self.events.is_empty() {
+            return Ok(());
+        }
+        ctx.journal.commit(self.writes(name, &work.record)).await?;
+        let total = work.ops.len();
+        for (index, label, elapsed) in self.finished.drain(..) {
+            let ms = elapsed.as_millis() as u64;
+            tracing::info!(node = %name, run = work.run_id, op = %label, index, ms, "operation done");
+            send(Progress::OpFinished {
+                node: name.to_string(),
+                index,
+                total,
+                label,
+                ok: true,
+                duration: elapsed,
+                error: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn drop_journal(
+    ctx: &Ctx,
+    work: &NodeWork,
+    mut unsaved: Unsaved,
+    why: &str,
+    send: &impl Fn(Progress),
+) -> NodeOutcome {
+    let name = &work.node.name;
+    unsaved.journal = Some(Write::ClearJournal(name.clone()));
+    unsaved.events.push(Event {
         run_id: Some(work.run_id),
-        op_index: None,
-        action: "replan".to_string(),
-        outcome: Outcome::Noted,
         protocol: Some("rivet".to_string()),
-        duration_ms: None,
-        detail: Some(why.to_string()),
-        at: now(),
-    };
-    let _ = ctx
-        .journal
-        .commit(vec![
-            Write::ClearJournal(name.to_string()),
-            Write::Node(name.to_string(), work.record.clone()),
-            Write::Event(note),
-        ])
-        .await;
+        ..Event::note(name, "replan", Outcome::Noted, why, now())
+    });
+    let _ = unsaved.save(ctx, name, work, send).await;
     NodeOutcome::Replanned
 }

@@ -4,7 +4,7 @@
 //! `max_failures` starts no more nodes; dependents of a failed node are
 //! skipped. Readiness is dynamic, so a node never waits for a whole wave.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,64 @@ impl Report {
     }
 }
 
+/// Ready nodes by rollout group (`None`: in none), and which groups may
+/// take one now: those with room under `max_parallel`, and halted ones,
+/// whose ready nodes are skipped. Each open group is listed by its first
+/// ready node, so the next node to start, in name order, is found without
+/// looking at every ready node, and the cost of a start does not grow with
+/// the fleet.
+#[derive(Default)]
+struct ReadyQueue {
+    by_group: HashMap<Option<String>, BTreeSet<String>>,
+    /// (first ready node, group) of every open group with a ready node.
+    heads: BTreeSet<(String, Option<String>)>,
+    open: HashSet<Option<String>>,
+}
+
+impl ReadyQueue {
+    fn push(&mut self, group: &Option<String>, name: String) {
+        self.unlist(group);
+        self.by_group.entry(group.clone()).or_default().insert(name);
+        self.list(group);
+    }
+
+    /// The first ready node of all open groups, taken out of the queue.
+    fn pop(&mut self) -> Option<(String, Option<String>)> {
+        let (name, group) = self.heads.pop_first()?;
+        if let Some(ready) = self.by_group.get_mut(&group) {
+            ready.remove(&name);
+        }
+        self.list(&group);
+        Some((name, group))
+    }
+
+    /// Whether `group` may take one of its ready nodes now.
+    fn set_open(&mut self, group: &Option<String>, open: bool) {
+        self.unlist(group);
+        if open {
+            self.open.insert(group.clone());
+        } else {
+            self.open.remove(group);
+        }
+        self.list(group);
+    }
+
+    fn unlist(&mut self, group: &Option<String>) {
+        if let Some(first) = self.by_group.get(group).and_then(BTreeSet::first) {
+            self.heads.remove(&(first.clone(), group.clone()));
+        }
+    }
+
+    fn list(&mut self, group: &Option<String>) {
+        if !self.open.contains(group) {
+            return;
+        }
+        if let Some(first) = self.by_group.get(group).and_then(BTreeSet::first) {
+            self.heads.insert((first.clone(), group.clone()));
+        }
+    }
+}
+
 /// Converge `works`; `deps[name]` lists the nodes (among `works`) it waits for.
 pub async fn converge(
     ctx: Arc<Ctx>,
@@ -41,35 +99,62 @@ pub async fn converge(
     progress: Option<UnboundedSender<Progress>>,
 ) -> Report {
     let fleet = Arc::clone(&ctx.fleet);
-    let names: BTreeSet<String> = works.iter().map(|w| w.node.name.clone()).collect();
-    let mut waiting: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut dependents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let names: HashSet<&str> = works.iter().map(|w| w.node.name.as_str()).collect();
+    // How many of the nodes each waits for have not converged yet.
+    let mut waiting: HashMap<String, usize> = HashMap::with_capacity(works.len());
+    let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
     for work in &works {
         let name = &work.node.name;
-        let mine: BTreeSet<String> = deps
+        let mut mine: Vec<&String> = deps
             .get(name)
             .into_iter()
             .flatten()
-            .filter(|d| names.contains(*d))
-            .cloned()
+            .filter(|d| names.contains(d.as_str()))
             .collect();
+        mine.sort();
+        mine.dedup();
         for d in &mine {
-            dependents.entry(d.clone()).or_default().push(name.clone());
+            dependents
+                .entry((*d).clone())
+                .or_default()
+                .push(name.clone());
         }
-        waiting.insert(name.clone(), mine);
+        waiting.insert(name.clone(), mine.len());
+    }
+    drop(names);
+    let limits: HashMap<String, (Option<u32>, u32)> = fleet
+        .rollouts
+        .iter()
+        .map(|r| (r.name.clone(), (r.max_parallel, r.max_failures)))
+        .collect();
+    let mut running_in: HashMap<String, u32> = HashMap::new();
+    let mut failures_in: HashMap<String, u32> = HashMap::new();
+    let mut halted: HashSet<String> = HashSet::new();
+    // Whether a group may take a node now (a halted one, to skip it).
+    let room = |group: &Option<String>,
+                running_in: &HashMap<String, u32>,
+                halted: &HashSet<String>| match group {
+        None => true,
+        Some(g) => {
+            let (max_parallel, _) = limits.get(g).copied().unwrap_or((None, 0));
+            halted.contains(g)
+                || max_parallel.is_none_or(|m| running_in.get(g).copied().unwrap_or(0) < m)
+        }
+    };
+    let mut ready = ReadyQueue::default();
+    for work in &works {
+        let group = &work.node.rollout;
+        if !ready.open.contains(group) && room(group, &running_in, &halted) {
+            ready.set_open(group, true);
+        }
+        if waiting[&work.node.name] == 0 {
+            ready.push(group, work.node.name.clone());
+        }
     }
     let mut pending: BTreeMap<String, NodeWork> = works
         .into_iter()
         .map(|w| (w.node.name.clone(), w))
         .collect();
-    let limits: BTreeMap<String, (Option<u32>, u32)> = fleet
-        .rollouts
-        .iter()
-        .map(|r| (r.name.clone(), (r.max_parallel, r.max_failures)))
-        .collect();
-    let mut running_in: BTreeMap<String, u32> = BTreeMap::new();
-    let mut failures_in: BTreeMap<String, u32> = BTreeMap::new();
-    let mut halted: BTreeSet<String> = BTreeSet::new();
     let mut report = Report::default();
     let mut tasks: JoinSet<(String, Option<String>, NodeOutcome)> = JoinSet::new();
     // Which node each task runs, to fail it if its task panics.
@@ -82,45 +167,37 @@ pub async fn converge(
 
     loop {
         // Start every ready node there is room for, in name order.
-        if !stop.shutdown.is_cancelled() {
-            let ready: Vec<String> = pending
-                .keys()
-                .filter(|n| waiting.get(*n).is_none_or(BTreeSet::is_empty))
-                .cloned()
-                .collect();
-            for name in ready {
-                if tasks.len() >= workers {
-                    break;
+        while !stop.shutdown.is_cancelled() && tasks.len() < workers {
+            let Some((name, group)) = ready.pop() else {
+                break;
+            };
+            let Some(work) = pending.remove(&name) else {
+                continue;
+            };
+            if let Some(g) = &group {
+                if halted.contains(g) {
+                    let reason = format!("rollout group `{g}` stopped after too many failures");
+                    send(Progress::NodeSkipped {
+                        node: name.clone(),
+                        reason: reason.clone(),
+                    });
+                    report.skipped.push((name, reason));
+                    continue;
                 }
-                let group = pending[&name].node.rollout.clone();
-                if let Some(g) = &group {
-                    if halted.contains(g) {
-                        pending.remove(&name);
-                        let reason = format!("rollout group `{g}` stopped after too many failures");
-                        send(Progress::NodeSkipped {
-                            node: name.clone(),
-                            reason: reason.clone(),
-                        });
-                        report.skipped.push((name, reason));
-                        continue;
-                    }
-                    let (max_parallel, _) = limits.get(g).copied().unwrap_or((None, 0));
-                    if max_parallel.is_some_and(|m| running_in.get(g).copied().unwrap_or(0) >= m) {
-                        continue;
-                    }
-                    *running_in.entry(g.clone()).or_default() += 1;
+                *running_in.entry(g.clone()).or_default() += 1;
+                if !room(&group, &running_in, &halted) {
+                    ready.set_open(&group, false);
                 }
-                let work = pending.remove(&name).expect("ready nodes are pending");
-                let ctx = Arc::clone(&ctx);
-                let stop = stop.clone();
-                let progress = progress.clone();
-                let task = (name.clone(), group.clone());
-                let handle = tasks.spawn(async move {
-                    let outcome = run_locked(&ctx, work, &stop, progress.as_ref()).await;
-                    (name, group, outcome)
-                });
-                started.insert(handle.id(), task);
             }
+            let ctx = Arc::clone(&ctx);
+            let stop = stop.clone();
+            let progress = progress.clone();
+            let task = (name.clone(), group.clone());
+            let handle = tasks.spawn(async move {
+                let outcome = run_locked(&ctx, work, &stop, progress.as_ref()).await;
+                (name, group, outcome)
+            });
+            started.insert(handle.id(), task);
         }
         let Some(joined) = tasks.join_next().await else {
             break;
@@ -154,7 +231,12 @@ pub async fn converge(
             NodeOutcome::Converged => {
                 for d in dependents.get(&name).into_iter().flatten() {
                     if let Some(w) = waiting.get_mut(d) {
-                        w.remove(&name);
+                        *w -= 1;
+                        if *w == 0
+                            && let Some(work) = pending.get(d)
+                        {
+                            ready.push(&work.node.rollout, d.clone());
+                        }
                     }
                 }
                 report.converged.push(name);
@@ -172,6 +254,9 @@ pub async fn converge(
                 report.failed.push((name, error));
             }
             NodeOutcome::Stopped | NodeOutcome::Replanned => report.stopped.push(name),
+        }
+        if room(&group, &running_in, &halted) {
+            ready.set_open(&group, true);
         }
     }
     for (name, _) in pending {
@@ -211,7 +296,7 @@ async fn run_locked(
 
 fn skip_dependents(
     failed: &str,
-    dependents: &BTreeMap<String, Vec<String>>,
+    dependents: &HashMap<String, Vec<String>>,
     pending: &mut BTreeMap<String, NodeWork>,
     report: &mut Report,
     send: &impl Fn(Progress),

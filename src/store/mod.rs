@@ -13,8 +13,8 @@ use redb::{
     Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
 };
 
-use records::{Event, JournalRecord, NodeRecord, RunRecord};
-use tables::{DECLARATIONS, HISTORY, JOURNALS, META, NODE_EVENTS, NODES, RUNS};
+use records::{DriftRecord, Event, JournalRecord, NodeRecord, RunRecord};
+use tables::{DECLARATIONS, DRIFTS, HISTORY, JOURNALS, META, NODE_EVENTS, NODES, RUNS};
 
 /// The layout this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -94,6 +94,10 @@ pub enum Write {
     /// The declarations just converged, replacing the kept ones: file
     /// texts by relative path.
     Declarations(Vec<(String, Arc<str>)>),
+    /// A node's power drift, recorded or changed.
+    Drift(String, DriftRecord),
+    /// A node's power drift ended (or it is no longer managed).
+    ClearDrift(String),
 }
 
 /// Told about every committed batch of writes, after the commit.
@@ -237,6 +241,7 @@ impl Store {
             let mut index = txn.open_table(NODE_EVENTS).map_err(|e| self.err(e))?;
             let mut runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
             let mut declarations = txn.open_table(DECLARATIONS).map_err(|e| self.err(e))?;
+            let mut drifts = txn.open_table(DRIFTS).map_err(|e| self.err(e))?;
             let mut seq = meta
                 .get("history_seq")
                 .map_err(|e| self.err(e))?
@@ -280,6 +285,14 @@ impl Store {
                                 .insert(name.as_str(), text.as_bytes())
                                 .map_err(|e| self.err(e))?;
                         }
+                    }
+                    Write::Drift(name, record) => {
+                        drifts
+                            .insert(name.as_str(), json(record).as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    Write::ClearDrift(name) => {
+                        drifts.remove(name.as_str()).map_err(|e| self.err(e))?;
                     }
                 }
             }
@@ -340,6 +353,11 @@ impl Store {
 
     pub fn journals(&self) -> Result<BTreeMap<String, JournalRecord>, StoreError> {
         read_all(&self.read()?, JOURNALS, &self.path)
+    }
+
+    /// Every node's power drift that power sync recorded and has not seen end.
+    pub fn drifts(&self) -> Result<BTreeMap<String, DriftRecord>, StoreError> {
+        read_all(&self.read()?, DRIFTS, &self.path)
     }
 
     /// The whole history, oldest first.

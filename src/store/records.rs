@@ -1,6 +1,7 @@
 //! The values stored in redb tables.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -156,12 +157,67 @@ impl<'de> Deserialize<'de> for Properties {
 pub struct JournalRecord {
     pub run_id: u64,
     /// The operations, as the converge engine encodes them.
-    pub ops: Vec<serde_json::Value>,
+    pub ops: EncodedOps,
     /// The next operation to run; an operation at this index may have
     /// started before a crash and is run again (operations are idempotent).
     pub next: usize,
     /// RFC 3339.
     pub started_at: String,
+}
+
+/// A power drift power sync recorded and has not seen end (table `DRIFTS`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftRecord {
+    /// The power the BMC reported.
+    pub found: PowerState,
+    /// The power declared when it was found.
+    pub declared: PowerState,
+    /// RFC 3339: when it was first found.
+    pub since: String,
+    /// What power sync put in the node's `last_error` for this drift, if
+    /// anything: it clears only its own message, never a run's error.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The last failure to enforce it that went to history: the same
+    /// failure again is logged, not recorded again.
+    #[serde(default)]
+    pub enforce_failure: Option<String>,
+}
+
+/// A run's operations as one JSON array, encoded once and shared by every
+/// journal write of the run (one before and one after each operation), so
+/// a write costs a copy of the text, not a deep copy of parsed values.
+#[derive(Clone, Debug)]
+pub struct EncodedOps(Arc<RawValue>);
+
+impl EncodedOps {
+    pub fn encode<T: Serialize>(ops: &[T]) -> Self {
+        Self(Arc::from(
+            serde_json::value::to_raw_value(ops).expect("operations serialize"),
+        ))
+    }
+
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+impl PartialEq for EncodedOps {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for EncodedOps {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EncodedOps {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|raw| Self(Arc::from(raw)))
+    }
 }
 
 /// What happened (table `HISTORY`).

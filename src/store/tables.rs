@@ -41,3 +41,10 @@ pub const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 /// removed from the files be pruned by a later run or a restarted daemon,
 /// which no longer have its declaration. Key: path. Value: UTF-8 text.
 pub const DECLARATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("declarations");
+
+/// The power drift of each node that power sync has recorded and not yet
+/// seen end, so an unchanged drift is recorded once, not on every sweep,
+/// and a restarted daemon does not record it again. Key: node name. Value:
+/// JSON [`super::records::DriftRecord`]. Created by its first write: a file
+/// without it has no drift recorded.
+pub const DRIFTS: TableDefinition<&str, &[u8]> = TableDefinition::new("drifts");

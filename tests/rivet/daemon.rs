@@ -487,3 +487,139 @@ fn a_node_removed_while_the_daemon_was_down_is_pruned_on_restart() {
     assert!(n2.unmanaged);
     assert_eq!(n2.provision_state, ProvisionState::Available);
 }
+
+/// A fleet of one node whose power sync sweeps every second and reports drift.
+fn drift_fleet(name: &str, bmc: &str) -> TempFleet {
+    TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\npower_sync_interval = \"1s\"\ndrift = \"report\"\n",
+        ),
+        (
+            "nodes/a.toml",
+            &format!(
+                "[[node]]\nname = \"{name}\"\ndriver = \"fake-hardware\"\n{bmc}desired = {{ provision = \"active\", power = \"on\" }}\n"
+            ),
+        ),
+    ])
+}
+
+/// GET a document of a running daemon's API.
+fn api_get(daemon: &DaemonProcess, path: &str) -> serde_json::Value {
+    let url = format!("http://{}{path}", daemon.http_addr());
+    let response = reqwest::blocking::Client::new()
+        .get(&url)
+        .header("X-OpenStack-Ironic-API-Version", "latest")
+        .send()
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().unwrap()
+}
+
+/// How many of a node's history events, as the API serves them, are `action`.
+fn events_of(daemon: &DaemonProcess, node: &str, action: &str) -> usize {
+    let history = api_get(daemon, &format!("/v1/nodes/{node}/history"));
+    history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == action)
+        .count()
+}
+
+#[test]
+fn an_unchanged_drift_is_recorded_once_across_sweeps_and_its_end_once() {
+    let fleet = drift_fleet("n1", "");
+    let dir = fleet.path();
+    let sweeps = has("power sync sweep done");
+    let drift_seen = has_for("power drift found", "n1");
+    let daemon = DaemonProcess::start(dir, "debug", &[], WAIT);
+    daemon.wait_for("the first pass", has("converge pass done"), WAIT);
+    edit_bmc(dir, "n1", |d| d["power"] = "power off".into());
+    // Four sweeps that each see the drift.
+    daemon.wait_for_more("four sweeps with the drift", 3, &drift_seen, WAIT);
+    assert_eq!(events_of(&daemon, "n1", "power drift"), 1);
+    let n1 = api_get(&daemon, "/v1/nodes/n1");
+    assert_eq!(n1["last_error"], "drift: power is off but on is declared");
+
+    // Power as declared again: the end is recorded once, and the drift's
+    // message leaves last_error.
+    edit_bmc(dir, "n1", |d| d["power"] = "power on".into());
+    wait_until("the drift's end is in the history", || {
+        events_of(&daemon, "n1", "power drift ended") == 1
+    });
+    let (swept, seen) = (daemon.count(&sweeps), daemon.count(&drift_seen));
+    daemon.wait_for_more("two more sweeps", swept + 1, &sweeps, WAIT);
+    assert_eq!(events_of(&daemon, "n1", "power drift ended"), 1);
+    assert_eq!(events_of(&daemon, "n1", "power drift"), 1);
+    assert_eq!(daemon.count(&drift_seen), seen, "the drift is over");
+    assert_eq!(
+        api_get(&daemon, "/v1/nodes/n1")["last_error"],
+        serde_json::Value::Null
+    );
+    daemon.stop();
+
+    let store = Store::open(&dir.join(".rivet/state.redb")).unwrap();
+    let history = store.node_history("n1", 1000).unwrap();
+    let drift = history
+        .iter()
+        .position(|e| e.action == "power drift")
+        .unwrap();
+    let ended = history
+        .iter()
+        .position(|e| e.action == "power drift ended")
+        .unwrap();
+    assert!(drift < ended);
+    assert!(
+        history[ended]
+            .detail
+            .as_deref()
+            .unwrap()
+            .starts_with("power is on as declared (drifting since "),
+        "{:?}",
+        history[ended]
+    );
+    assert!(store.drifts().unwrap().is_empty());
+}
+
+#[test]
+fn a_deploy_error_stays_in_last_error_across_sweeps_that_report_drift() {
+    let fleet = drift_fleet("bad", "bmc = { address = \"fake://bad?fail=deploy:1\" }\n");
+    let dir = fleet.path();
+    let failed = has_for("operation failed", "bad");
+    let drift_seen = has_for("power drift found", "bad");
+    let daemon = Daemon::start(dir);
+    daemon.wait_for("the deploy failure", &failed);
+    daemon.wait_for_more("four sweeps with the drift", 3, &drift_seen);
+    // The daemon retries the node with backoff: wait until a sweep that saw
+    // the drift came after its latest failure.
+    wait_until("a sweep after the latest failure", || {
+        let logs = daemon.0.logs();
+        let last = |pred: &dyn Fn(&str) -> bool| logs.iter().rposition(|l| pred(l));
+        last(&drift_seen) > last(&failed)
+    });
+    daemon.stop();
+
+    let store = Store::open(&dir.join(".rivet/state.redb")).unwrap();
+    let bad = store.node("bad").unwrap().unwrap();
+    assert_eq!(bad.provision_state, ProvisionState::DeployFailed);
+    let error = bad.last_error.unwrap();
+    assert!(
+        error.starts_with("deploy.deploy: ") && error.contains("injected deploy fault"),
+        "{error}"
+    );
+    let history = store.node_history("bad", 1000).unwrap();
+    let drifts: Vec<_> = history
+        .iter()
+        .filter(|e| e.action == "power drift")
+        .collect();
+    assert_eq!(drifts.len(), 1, "{drifts:#?}");
+    assert_eq!(
+        drifts[0].detail.as_deref(),
+        Some("power is off but on is declared")
+    );
+}
