@@ -194,7 +194,7 @@ fn daemon_rss_10000() {
     );
     let converge = start.elapsed().as_secs_f64();
     // Idle: nothing is pending; the reading waits for memory handed back.
-    std::thread::sleep(Duration::from_secs(2));
+    settle(daemon.child.id());
     println!(
         "daemon with 10000 nodes: first converge {converge:.1} s; idle {}",
         memory(daemon.child.id())
@@ -202,7 +202,7 @@ fn daemon_rss_10000() {
     daemon.stop();
     // The steady state: a daemon started on the converged fleet.
     let daemon = DaemonProcess::start(dir.path(), "info", &[], Duration::from_secs(120));
-    std::thread::sleep(Duration::from_secs(2));
+    settle(daemon.child.id());
     println!(
         "daemon with 10000 converged nodes, restarted and idle: {}",
         memory(daemon.child.id())
@@ -211,6 +211,26 @@ fn daemon_rss_10000() {
     // For profiling the same fleet by hand (heaptrack, /proc/PID/smaps).
     if std::env::var_os("RIVET_BENCH_KEEP").is_some() {
         println!("fleet kept in {}", dir.keep().display());
+    }
+}
+
+/// Wait until a process's resident memory has settled: ten readings 100 ms
+/// apart that differ by less than 1 % (30 s at most, then say so).
+fn settle(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut readings: Vec<u64> = Vec::new();
+    loop {
+        readings.push(rss_kb(pid, "VmRSS:"));
+        let last = &readings[readings.len().saturating_sub(10)..];
+        let (lo, hi) = (last.iter().min().unwrap(), last.iter().max().unwrap());
+        if last.len() == 10 && (hi - lo) * 100 < *hi {
+            return;
+        }
+        if Instant::now() > deadline {
+            println!("(memory had not settled after 30 s: {last:?} kB)");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
