@@ -17,6 +17,10 @@ pub enum ApiError {
     PathNotFound,
     #[error("Driver {0} could not be found.")]
     DriverNotFound(String),
+    #[error("Port {0} could not be found.")]
+    PortNotFound(String),
+    #[error("Portgroup {0} could not be found.")]
+    PortgroupNotFound(String),
     #[error("Node history record {0} could not be found.")]
     HistoryNotFound(String),
     #[error(
@@ -91,9 +95,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            NodeNotFound(_) | PathNotFound | DriverNotFound(_) | HistoryNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            NodeNotFound(_) | PathNotFound | DriverNotFound(_) | PortNotFound(_)
+            | PortgroupNotFound(_) | HistoryNotFound(_) => StatusCode::NOT_FOUND,
             ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingMethod
             | NoHandler(_)

@@ -460,12 +460,14 @@ async fn writes_are_refused_and_change_nothing() {
         ("PUT", "/v1/nodes/n1/states/provision"),
         ("PUT", "/v1/nodes/n1/states/power"),
         ("POST", "/v1/drivers"),
+        ("POST", "/v1/ports"),
+        ("PATCH", "/v1/ports/1be26c0b-03f2-4d2e-ae87-c02d7f33c123"),
     ] {
         let (status, body) = api.send(method, uri, r#"{"target": "deleted"}"#).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
         assert!(fault(&body).contains("read-only"), "{body}");
     }
-    let (status, body) = api.send("POST", "/v1/ports", "{}").await;
+    let (status, body) = api.send("POST", "/v1/allocations", "{}").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(fault(&body), "The requested resource could not be found.");
     let (_, n1) = api.get("/v1/nodes/n1").await;

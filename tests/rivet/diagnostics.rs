@@ -119,16 +119,28 @@ fn template_conflicts_are_found_on_nodes_that_are_not_to_be_deployed() {
 #[test]
 fn a_mac_declared_twice_is_a_problem_at_both_places_and_both_nodes_are_left_out() {
     let loaded = load(&fixture("invalid/port_duplicate_mac"));
-    let places: Vec<(usize, usize, usize)> = loaded
+    let places: Vec<(String, usize, usize, String)> = loaded
         .problems
         .iter()
         .map(|p| {
             assert_eq!(p.code, "rivet::port::duplicate_address");
             let r = p.record();
-            (r.line.unwrap(), r.column.unwrap(), r.related.len())
+            assert_eq!(r.related.len(), 1);
+            (
+                r.file.unwrap(),
+                r.line.unwrap(),
+                r.column.unwrap(),
+                r.related[0].file.clone(),
+            )
         })
         .collect();
-    assert_eq!(places, [(6, 11, 1), (16, 22, 1)]);
+    assert_eq!(
+        places,
+        [
+            ("nodes/a.toml".into(), 6, 11, "nodes/b.toml".into()),
+            ("nodes/b.toml".into(), 4, 22, "nodes/a.toml".into())
+        ]
+    );
     let valid: Vec<&str> = loaded.fleet.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(valid, ["n2"]);
 }

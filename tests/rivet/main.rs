@@ -2,6 +2,7 @@
 
 mod api;
 mod api_baremetal;
+mod api_filters;
 mod api_live;
 mod cli;
 mod composition;
