@@ -98,7 +98,7 @@ impl NodeEntry {
 }
 
 /// A JSON object's text without its closing brace.
-fn open_object(value: &Value) -> Box<str> {
+pub fn open_object(value: &Value) -> Box<str> {
     let mut text = value.to_string();
     text.pop();
     text.into_boxed_str()
@@ -236,6 +236,9 @@ pub struct PortEntry {
     pub physical_network: Option<String>,
     pub local_link_connection: LocalLink,
     pub source: PortSource,
+    /// The detail document without its links and trailing `}`, rendered
+    /// at the first read.
+    pub detail: OnceLock<Box<str>>,
 }
 
 /// The ports of every node, in node order (a node's declared ports first,
@@ -277,6 +280,7 @@ impl PortIndex {
                     physical_network: p.physical_network.clone(),
                     local_link_connection: p.local_link_connection.clone(),
                     source: PortSource::Declared,
+                    detail: OnceLock::new(),
                 }));
             }
             let node_uuid = uuid::Uuid::parse_str(&e.uuid).unwrap_or_default();
@@ -292,6 +296,7 @@ impl PortIndex {
                     physical_network: None,
                     local_link_connection: LocalLink::default(),
                     source: PortSource::Inspected,
+                    detail: OnceLock::new(),
                 });
             }
             by_node.push(start..ports.len());

@@ -101,6 +101,32 @@ pub fn write_links(out: &mut String, base: &str, path: &str) {
     );
 }
 
+/// `,"next":URL`: the same list at `base/v1/path` with the same arguments,
+/// continuing after `marker`.
+pub fn write_next(
+    out: &mut String,
+    base: &str,
+    path: &str,
+    params: &BTreeMap<String, String>,
+    limit: usize,
+    marker: &str,
+) {
+    let limit = limit.to_string();
+    let query = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "limit")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("limit", limit.as_str()), ("marker", marker)]);
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
+    let _ = write!(
+        out,
+        ",\"next\":{}",
+        json!(format!("{base}/v1/{path}?{encoded}"))
+    );
+}
+
 /// The link arrays of a node document besides `links`, in Ironic's order.
 const NODE_LINK_FIELDS: [&str; 4] = ["ports", "states", "portgroups", "volume"];
 
@@ -321,21 +347,7 @@ pub async fn list(
     }
     out.push(']');
     if let (true, Some(last)) = (more, last) {
-        let mut query: Vec<(String, String)> = params
-            .iter()
-            .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "limit")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        query.push(("limit".into(), limit.to_string()));
-        query.push(("marker".into(), last.uuid.clone()));
-        let encoded = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(query)
-            .finish();
-        let _ = write!(
-            out,
-            ",\"next\":{}",
-            json!(format!("{base}/v1/nodes?{encoded}"))
-        );
+        write_next(&mut out, &base, "nodes", &params, limit, &last.uuid);
     }
     out.push('}');
     let page = Bytes::from(out);

@@ -13,8 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
-use super::index::{NodeIndex, PortEntry};
-use super::nodes::{flag, json_text, limit_arg, only_known, truthy, uuid_arg, write_links};
+use super::index::{NodeIndex, PortEntry, open_object};
+use super::nodes::{
+    flag, json_text, limit_arg, only_known, truthy, uuid_arg, write_links, write_next,
+};
 use super::version::{BaseUrl, links};
 
 /// The arguments a port list takes (Ironic 39's, and `pxe_enabled`).
@@ -87,6 +89,18 @@ fn document(index: &NodeIndex, port: &PortEntry, base: &str) -> Map<String, Valu
     }
     put("links", links(base, &format!("ports/{}", port.uuid)));
     doc
+}
+
+/// The full port document as text, rendered once per index version.
+fn write_detail(out: &mut String, index: &NodeIndex, port: &PortEntry, base: &str) {
+    out.push_str(port.detail.get_or_init(|| {
+        let mut doc = document(index, port, base);
+        doc.remove("links");
+        open_object(&Value::Object(doc))
+    }));
+    out.push_str(",\"links\":");
+    write_links(out, base, &format!("ports/{}", port.uuid));
+    out.push('}');
 }
 
 /// The short list row: `uuid`, `address`, `links`.
@@ -304,6 +318,17 @@ fn parse_fields(text: Option<&str>) -> ApiResult<Option<Vec<String>>> {
     Ok(Some(fields))
 }
 
+/// Only the asked-for fields of a port document, and its links.
+fn pick(mut doc: Map<String, Value>, fields: &[String]) -> Map<String, Value> {
+    let links = doc.remove("links").unwrap_or(Value::Null);
+    let mut picked: Map<String, Value> = fields
+        .iter()
+        .filter_map(|f| doc.remove(f).map(|v| (f.clone(), v)))
+        .collect();
+    picked.insert("links".into(), links);
+    picked
+}
+
 /// One page of ports; `path` is the list's own path, for `next`.
 fn page(
     index: &NodeIndex,
@@ -346,37 +371,22 @@ fn page(
         let port = &index.ports.ports[at];
         match &query.fields {
             Some(fields) => {
-                let mut doc = document(index, port, base);
-                let mut picked: Map<String, Value> = fields
-                    .iter()
-                    .filter_map(|f| doc.remove(f).map(|v| (f.clone(), v)))
-                    .collect();
-                picked.insert("links".into(), links(base, &format!("ports/{}", port.uuid)));
+                let picked = pick(document(index, port, base), fields);
                 out.push_str(&Value::Object(picked).to_string());
             }
-            None if query.detail => {
-                out.push_str(&Value::Object(document(index, port, base)).to_string())
-            }
+            None if query.detail => write_detail(&mut out, index, port, base),
             None => write_row(&mut out, port, base),
         }
     }
     out.push(']');
     if let (true, Some(&last)) = (rest.len() > taken.len(), taken.last()) {
-        let mut pairs: Vec<(&str, &str)> = params
-            .iter()
-            .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "limit")
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let limit = query.limit.to_string();
-        pairs.push(("limit", &limit));
-        pairs.push(("marker", &index.ports.ports[last].uuid));
-        let encoded = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish();
-        let _ = write!(
-            out,
-            ",\"next\":{}",
-            json!(format!("{base}/v1/{path}?{encoded}"))
+        write_next(
+            &mut out,
+            base,
+            path,
+            params,
+            query.limit,
+            &index.ports.ports[last].uuid,
         );
     }
     out.push('}');
@@ -423,16 +433,14 @@ pub async fn show(
         .ports
         .find(&uuid.to_ascii_lowercase())
         .ok_or(ApiError::PortNotFound(uuid))?;
-    let mut doc = document(&index, &index.ports.ports[at], &base);
+    let port = &index.ports.ports[at];
     if let Some(fields) = parse_fields(params.get("fields").map(String::as_str))? {
-        let links = doc.remove("links");
-        doc = fields
-            .iter()
-            .filter_map(|f| doc.remove(f).map(|v| (f.clone(), v)))
-            .collect();
-        doc.insert("links".into(), links.unwrap_or(Value::Null));
+        let picked = pick(document(&index, port, &base), &fields);
+        return Ok(json_text(Value::Object(picked).to_string()));
     }
-    Ok(json_text(Value::Object(doc).to_string()))
+    let mut out = String::with_capacity(1024);
+    write_detail(&mut out, &index, port, &base);
+    Ok(json_text(out))
 }
 
 /// `GET /v1/nodes/{id}/ports`
