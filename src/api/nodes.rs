@@ -202,21 +202,25 @@ fn parse_fields(
     text: Option<&String>,
 ) -> ApiResult<Option<Vec<String>>> {
     let Some(text) = text else { return Ok(None) };
+    let known = known_fields(fleet, index);
+    fields_arg(text, |f| {
+        known.contains(f) || f == "reservation" || NODE_LINK_FIELDS.contains(&f)
+    })
+    .map(Some)
+}
+
+/// `fields=a,b`: the names, each of which must be `known`.
+pub fn fields_arg(text: &str, known: impl Fn(&str) -> bool) -> ApiResult<Vec<String>> {
     let fields: Vec<String> = text
         .split(',')
         .map(str::trim)
         .filter(|f| !f.is_empty())
         .map(str::to_string)
         .collect();
-    let known = known_fields(fleet, index);
     let unknown: Vec<&str> = fields
         .iter()
-        .filter(|f| {
-            !known.contains(f.as_str())
-                && f.as_str() != "reservation"
-                && !NODE_LINK_FIELDS.contains(&f.as_str())
-        })
         .map(String::as_str)
+        .filter(|f| !known(f))
         .collect();
     if !unknown.is_empty() {
         return Err(ApiError::BadParameter {
@@ -224,7 +228,7 @@ fn parse_fields(
             message: format!("Field(s) \"{}\" are not valid", unknown.join(", ")),
         });
     }
-    Ok(Some(fields))
+    Ok(fields)
 }
 
 fn known_fields(fleet: &Fleet, index: &NodeIndex) -> std::collections::BTreeSet<String> {
@@ -562,6 +566,18 @@ const SORT_KEYS: [&str; 8] = [
     "updated_at",
 ];
 
+/// Whether `sort_dir` asks for descending order, in Ironic's words when it
+/// is neither `asc` nor `desc`.
+pub fn sort_descending(dir: Option<&str>) -> ApiResult<bool> {
+    match dir {
+        None | Some("asc") => Ok(false),
+        Some("desc") => Ok(true),
+        Some(other) => Err(ApiError::BadQuery(format!(
+            "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
+        ))),
+    }
+}
+
 /// The order `sort_key`/`sort_dir` ask for, as positions into the entries
 /// (which are by name); None when that is by name, ascending. Ties keep
 /// name order.
@@ -570,15 +586,7 @@ fn sort_order(
     key: Option<&String>,
     dir: Option<&String>,
 ) -> ApiResult<Option<Vec<usize>>> {
-    let descending = match dir.map(String::as_str) {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(other) => {
-            return Err(ApiError::BadQuery(format!(
-                "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
-            )));
-        }
-    };
+    let descending = sort_descending(dir.map(String::as_str))?;
     let key = key.map_or("name", String::as_str);
     if !SORT_KEYS.contains(&key) {
         return Err(ApiError::BadQuery(format!(

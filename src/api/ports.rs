@@ -15,7 +15,8 @@ use super::ApiState;
 use super::error::{ApiError, ApiResult};
 use super::index::{NodeIndex, PortEntry, open_object};
 use super::nodes::{
-    flag, json_text, limit_arg, only_known, truthy, uuid_arg, write_links, write_next,
+    fields_arg, flag, json_text, limit_arg, only_known, sort_descending, truthy, uuid_arg,
+    write_links, write_next,
 };
 use super::version::{BaseUrl, links};
 
@@ -185,15 +186,7 @@ impl<'a> PortQuery<'a> {
                 "The sort_key value \"{sort_key}\" is an invalid field for sorting"
             )));
         }
-        let descending = match text("sort_dir") {
-            None | Some("asc") => false,
-            Some("desc") => true,
-            Some(other) => {
-                return Err(ApiError::BadQuery(format!(
-                    "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
-                )));
-            }
-        };
+        let descending = sort_descending(text("sort_dir"))?;
         Ok(Self {
             detail,
             fields,
@@ -298,24 +291,7 @@ fn parse_fields(text: Option<&str>) -> ApiResult<Option<Vec<String>>> {
         "category",
         "links",
     ];
-    let fields: Vec<String> = text
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect();
-    let unknown: Vec<&str> = fields
-        .iter()
-        .map(String::as_str)
-        .filter(|f| !known.contains(f))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApiError::BadParameter {
-            param: "fields".into(),
-            message: format!("Field(s) \"{}\" are not valid", unknown.join(", ")),
-        });
-    }
-    Ok(Some(fields))
+    fields_arg(text, |f| known.contains(&f)).map(Some)
 }
 
 /// Only the asked-for fields of a port document, and its links.
