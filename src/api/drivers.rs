@@ -1,4 +1,4 @@
-//! `GET /v1/drivers[?detail=true]`, `/v1/drivers/{name}`,
+//! `GET /v1/drivers[?detail=true][&type=dynamic]`, `/v1/drivers/{name}`,
 //! `/v1/drivers/{name}/properties`: the enabled hardware types, as
 //! `rivet driver list --format json` shows them, plus links.
 
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
+use super::nodes::{only_known, truthy};
 use super::version::{BaseUrl, links};
 use crate::conductor::drivers::{self as conductor_drivers, driver_json};
 use crate::model::fleet::Fleet;
@@ -39,11 +40,21 @@ pub async fn list(
     BaseUrl(base): BaseUrl,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
+    only_known(&params, &["detail", "type"])?;
     let fleet = state.conductor.fleet();
-    let detail = params
-        .get("detail")
-        .is_some_and(|d| d.eq_ignore_ascii_case("true") || d == "1");
+    let detail = truthy(params.get("detail"), "detail")?;
+    // Every hardware type is what Ironic calls dynamic; classic drivers are gone.
+    let dynamic = match params.get("type").map(String::as_str) {
+        None | Some("dynamic") => true,
+        Some("classic") => false,
+        Some(_) => {
+            return Err(ApiError::BadQuery(
+                "\"type\" filter must be one of \"classic\" or \"dynamic\", if specified.".into(),
+            ));
+        }
+    };
     let drivers: Vec<Value> = conductor_drivers::enabled(&fleet)
+        .filter(|_| dynamic)
         .map(|hw| document(&fleet, hw, detail, &base))
         .collect();
     Ok(Json(json!({ "drivers": drivers })))

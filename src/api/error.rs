@@ -17,6 +17,10 @@ pub enum ApiError {
     PathNotFound,
     #[error("Driver {0} could not be found.")]
     DriverNotFound(String),
+    #[error("Port {0} could not be found.")]
+    PortNotFound(String),
+    #[error("Portgroup {0} could not be found.")]
+    PortgroupNotFound(String),
     #[error("Node history record {0} could not be found.")]
     HistoryNotFound(String),
     #[error("Node {node} doesn't have a BIOS setting '{name}'")]
@@ -112,6 +116,8 @@ impl ApiError {
             NodeNotFound(_)
             | PathNotFound
             | DriverNotFound(_)
+            | PortNotFound(_)
+            | PortgroupNotFound(_)
             | HistoryNotFound(_)
             | BiosSettingNotFound { .. }
             | ConductorNotFound(_)

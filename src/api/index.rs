@@ -5,13 +5,14 @@
 //! commit sees it (the pending records are folded in first).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde_json::{Map, Value, json};
 
 use crate::model::fleet::Fleet;
-use crate::model::node::{BmcProtocol, Node};
+use crate::model::node::{BmcProtocol, LocalLink, Node, Tenancy, derived_port_uuid, normalize_mac};
 use crate::store::records::NodeRecord;
 use crate::store::{Store, StoreError, Write};
 use crate::vocab::{InterfaceType, ProvisionState};
@@ -53,6 +54,17 @@ impl NodeEntry {
         self.decl.map(|i| &fleet.nodes[i])
     }
 
+    /// What the node is declared for; None for a node no longer declared.
+    pub fn tenancy<'a>(&self, fleet: &'a Fleet) -> Option<&'a Tenancy> {
+        self.declaration(fleet).map(|n| &n.tenancy)
+    }
+
+    /// The conductor that manages the node: none once it is no longer
+    /// declared (unmanaged nodes are left as they are).
+    pub fn conductor<'a>(&self, fleet: &'a Fleet) -> Option<&'a str> {
+        self.decl.map(|_| fleet.conductor.host.as_str())
+    }
+
     /// The detail document as a JSON object (for `fields=` and the states view).
     pub fn document(&self, fleet: &Fleet) -> Map<String, Value> {
         node_document(
@@ -70,13 +82,13 @@ impl NodeEntry {
     }
 
     /// The short list row, serialized, open at the end.
-    pub fn row_prefix(&self) -> &str {
+    pub fn row_prefix(&self, fleet: &Fleet) -> &str {
         self.row.get_or_init(|| {
             let r = self.record.as_deref();
             open_object(&json!({
                 "uuid": self.uuid,
                 "name": self.name,
-                "instance_uuid": null,
+                "instance_uuid": self.tenancy(fleet).and_then(|t| t.instance_uuid.as_ref()),
                 "maintenance": self.maintenance(),
                 "power_state": r.and_then(|r| r.power_state),
                 "provision_state": self.provision_state(),
@@ -86,7 +98,7 @@ impl NodeEntry {
 }
 
 /// A JSON object's text without its closing brace.
-fn open_object(value: &Value) -> Box<str> {
+pub fn open_object(value: &Value) -> Box<str> {
     let mut text = value.to_string();
     text.pop();
     text.into_boxed_str()
@@ -99,6 +111,8 @@ pub struct NodeIndex {
     pub entries: Vec<Arc<NodeEntry>>,
     /// Name and UUID → position in `entries`.
     lookup: Arc<HashMap<String, usize>>,
+    /// Every node's ports, declared and inspected.
+    pub ports: Arc<PortIndex>,
 }
 
 impl NodeIndex {
@@ -133,31 +147,39 @@ impl NodeIndex {
             lookup.insert(e.uuid.clone(), i);
             lookup.insert(e.name.clone(), i);
         }
+        let ports = Arc::new(PortIndex::build(&fleet, &entries));
         Self {
             fleet,
             entries,
             lookup: Arc::new(lookup),
+            ports,
         }
     }
 
     /// The same nodes with some records replaced.
     fn with_records(&self, records: &HashMap<String, Arc<NodeRecord>>, changed: &[String]) -> Self {
         let mut entries = self.entries.clone();
+        // Ports change only when what inspection found does.
+        let mut inspected_changed = false;
         for name in changed {
             if let Some(&i) = self.lookup.get(name) {
                 let old = &entries[i];
-                entries[i] = Arc::new(entry(
-                    &old.name,
-                    old.uuid.clone(),
-                    old.decl,
-                    records.get(name),
-                ));
+                let record = records.get(name);
+                inspected_changed |=
+                    old.record.as_ref().map(|r| &r.properties) != record.map(|r| &r.properties);
+                entries[i] = Arc::new(entry(&old.name, old.uuid.clone(), old.decl, record));
             }
         }
+        let ports = if inspected_changed {
+            Arc::new(PortIndex::build(&self.fleet, &entries))
+        } else {
+            Arc::clone(&self.ports)
+        };
         Self {
             fleet: Arc::clone(&self.fleet),
             entries,
             lookup: Arc::clone(&self.lookup),
+            ports,
         }
     }
 
@@ -184,6 +206,169 @@ fn entry(
         record: record.cloned(),
         detail: OnceLock::new(),
         row: OnceLock::new(),
+    }
+}
+
+/// Where the API learned of a port (`extra.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortSource {
+    Declared,
+    Inspected,
+}
+
+impl PortSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Declared => "declared",
+            Self::Inspected => "inspected",
+        }
+    }
+}
+
+/// One port as the API shows it.
+pub struct PortEntry {
+    pub uuid: String,
+    /// Lower case, `:`-separated.
+    pub address: String,
+    /// Position of its node in `NodeIndex::entries`.
+    pub node: usize,
+    pub pxe_enabled: bool,
+    pub physical_network: Option<String>,
+    pub local_link_connection: LocalLink,
+    pub source: PortSource,
+    /// The detail document without its links and trailing `}`, rendered
+    /// at the first read.
+    pub detail: OnceLock<Box<str>>,
+}
+
+/// The ports of every node, in node order (a node's declared ports first,
+/// then those only inspection found), with the lookups the list filters
+/// are answered from: no filter scans the fleet's ports.
+#[derive(Default)]
+pub struct PortIndex {
+    pub ports: Vec<PortEntry>,
+    by_uuid: HashMap<String, usize>,
+    by_address: HashMap<String, usize>,
+    /// Per node (its position in `entries`): its ports' positions.
+    by_node: Vec<Range<usize>>,
+    by_physical_network: HashMap<String, Vec<usize>>,
+    /// Ports of the nodes in each shard.
+    by_shard: HashMap<String, Vec<usize>>,
+    /// `[not pxe_enabled, pxe_enabled]`.
+    by_pxe: [Vec<usize>; 2],
+}
+
+impl PortIndex {
+    fn build(fleet: &Fleet, entries: &[Arc<NodeEntry>]) -> Self {
+        let mut ports = Vec::new();
+        let mut by_node = Vec::with_capacity(entries.len());
+        // A declared MAC wins over the same MAC inspected on any node.
+        let declared: std::collections::HashSet<&str> = fleet
+            .nodes
+            .iter()
+            .flat_map(|n| n.ports.iter().map(|p| p.address.as_str()))
+            .collect();
+        let mut inspected_seen = std::collections::HashSet::new();
+        for (i, e) in entries.iter().enumerate() {
+            let start = ports.len();
+            if let Some(node) = e.declaration(fleet) {
+                ports.extend(node.ports.iter().map(|p| PortEntry {
+                    uuid: p.uuid.to_string(),
+                    address: p.address.clone(),
+                    node: i,
+                    pxe_enabled: p.pxe_enabled,
+                    physical_network: p.physical_network.clone(),
+                    local_link_connection: p.local_link_connection.clone(),
+                    source: PortSource::Declared,
+                    detail: OnceLock::new(),
+                }));
+            }
+            let node_uuid = uuid::Uuid::parse_str(&e.uuid).unwrap_or_default();
+            for mac in inspected_macs(e.record.as_deref()) {
+                if declared.contains(mac.as_str()) || !inspected_seen.insert(mac.clone()) {
+                    continue;
+                }
+                ports.push(PortEntry {
+                    uuid: derived_port_uuid(&node_uuid, &mac).to_string(),
+                    address: mac,
+                    node: i,
+                    pxe_enabled: true,
+                    physical_network: None,
+                    local_link_connection: LocalLink::default(),
+                    source: PortSource::Inspected,
+                    detail: OnceLock::new(),
+                });
+            }
+            by_node.push(start..ports.len());
+        }
+        let mut index = Self {
+            by_uuid: HashMap::with_capacity(ports.len()),
+            by_address: HashMap::with_capacity(ports.len()),
+            by_node,
+            ..Self::default()
+        };
+        for (at, p) in ports.iter().enumerate() {
+            index.by_uuid.insert(p.uuid.clone(), at);
+            index.by_address.insert(p.address.clone(), at);
+            if let Some(net) = &p.physical_network {
+                index
+                    .by_physical_network
+                    .entry(net.clone())
+                    .or_default()
+                    .push(at);
+            }
+            if let Some(shard) = entries[p.node]
+                .tenancy(fleet)
+                .and_then(|t| t.shard.as_ref())
+            {
+                index.by_shard.entry(shard.clone()).or_default().push(at);
+            }
+            index.by_pxe[usize::from(p.pxe_enabled)].push(at);
+        }
+        index.ports = ports;
+        index
+    }
+
+    /// A port by UUID.
+    pub fn find(&self, uuid: &str) -> Option<usize> {
+        self.by_uuid.get(uuid).copied()
+    }
+
+    /// The port with this MAC (any case).
+    pub fn by_address(&self, mac: &str) -> Option<usize> {
+        self.by_address.get(&mac.to_ascii_lowercase()).copied()
+    }
+
+    /// A node's ports, by its position in the node index.
+    pub fn of_node(&self, node: usize) -> Range<usize> {
+        self.by_node.get(node).cloned().unwrap_or(0..0)
+    }
+
+    pub fn on_physical_network(&self, net: &str) -> &[usize] {
+        self.by_physical_network.get(net).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn in_shard(&self, shard: &str) -> &[usize] {
+        self.by_shard.get(shard).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn with_pxe(&self, enabled: bool) -> &[usize] {
+        &self.by_pxe[usize::from(enabled)]
+    }
+}
+
+/// The MACs inspection recorded for a node (`properties.macs`), normalised.
+fn inspected_macs(record: Option<&NodeRecord>) -> Vec<String> {
+    let Some(record) = record.filter(|r| !r.properties.is_empty()) else {
+        return Vec::new();
+    };
+    match record.properties.to_map().get("macs") {
+        Some(Value::Array(macs)) => macs
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(normalize_mac)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -408,7 +593,7 @@ fn node_document(
         "instance_info",
         node.map_or_else(|| json!({}), instance_info),
     );
-    put("conductor", json!(fleet.conductor.host));
+    put("conductor", json!(entry.conductor(fleet)));
     put(
         "extra",
         json!({
@@ -439,30 +624,31 @@ fn node_document(
         "allocation_uuid",
         "automated_clean",
         "chassis_uuid",
-        "description",
         "health",
         "instance_name",
-        "instance_uuid",
-        "lessee",
-        "owner",
         "parent_node",
         "protected_reason",
-        "resource_class",
-        "retired_reason",
         "secure_boot",
-        "shard",
     ] {
         put(key, Value::Null);
     }
-    for key in [
-        "console_enabled",
-        "protected",
-        "retired",
-        "disable_power_off",
-    ] {
+    for key in ["console_enabled", "protected", "disable_power_off"] {
         put(key, json!(false));
     }
-    put("conductor_group", json!(""));
+    let tenancy = node.map(|n| &n.tenancy);
+    let text = |f: fn(&Tenancy) -> &Option<String>| json!(tenancy.and_then(|t| f(t).as_ref()));
+    put("resource_class", text(|t| &t.resource_class));
+    put("owner", text(|t| &t.owner));
+    put("lessee", text(|t| &t.lessee));
+    put("description", text(|t| &t.description));
+    put("retired_reason", text(|t| &t.retired_reason));
+    put("shard", text(|t| &t.shard));
+    put("instance_uuid", text(|t| &t.instance_uuid));
+    put("retired", json!(tenancy.is_some_and(|t| t.retired)));
+    put(
+        "conductor_group",
+        json!(tenancy.map_or("", |t| t.conductor_group.as_str())),
+    );
     put(
         "properties",
         Value::Object(record.map_or_else(Map::new, |r| ironic_properties(r.properties.to_map()))),

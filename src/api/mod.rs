@@ -12,6 +12,7 @@ pub mod error;
 pub mod index;
 pub mod nodes;
 pub mod passthru;
+pub mod ports;
 pub mod refusals;
 pub mod resources;
 pub mod time;
@@ -216,7 +217,13 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/drivers/{name}/vendor_passthru/methods",
             get(passthru::driver_methods_list),
-        );
+        )
+        .route("/v1/ports", get(ports::list))
+        .route("/v1/ports/", get(ports::list))
+        .route("/v1/ports/detail", get(ports::detail))
+        .route("/v1/ports/{uuid}", get(ports::show))
+        .route("/v1/nodes/{id}/ports", get(ports::of_node))
+        .route("/v1/nodes/{id}/ports/detail", get(ports::of_node_detail));
     let mut calls = Router::new()
         .route("/v1/nodes/{id}/vendor_passthru", any(passthru::call))
         .route(

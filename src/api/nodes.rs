@@ -18,6 +18,7 @@ use super::error::{ApiError, ApiResult};
 use super::index::{NodeEntry, NodeIndex};
 use super::version::{BaseUrl, Negotiated, links};
 use crate::model::fleet::Fleet;
+use crate::model::node::Tenancy;
 use crate::store::records::{Event, Outcome};
 
 /// Ironic's `max_limit`: the most nodes one page holds.
@@ -32,24 +33,102 @@ fn json_bytes(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// A boolean query parameter, as Ironic reads one; absent is false.
-pub(super) fn truthy(value: Option<&String>, param: &str) -> ApiResult<bool> {
-    match value.map(|s| s.to_ascii_lowercase()) {
-        None => Ok(false),
-        Some(v) if ["true", "1", "yes", "on"].contains(&v.as_str()) => Ok(true),
-        Some(v) if ["false", "0", "no", "off"].contains(&v.as_str()) => Ok(false),
-        Some(v) => Err(ApiError::BadParameter {
-            param: param.to_string(),
-            message: format!("`{v}` is not a boolean; use true or false"),
-        }),
+/// A boolean argument as Ironic reads one (oslo's strict `bool_from_string`);
+/// absent is false.
+pub fn truthy(value: Option<&String>, param: &str) -> ApiResult<bool> {
+    Ok(flag(value, param)?.unwrap_or(false))
+}
+
+/// A boolean argument, None when absent.
+pub fn flag(value: Option<&String>, param: &str) -> ApiResult<Option<bool>> {
+    let Some(text) = value else { return Ok(None) };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(Some(true)),
+        "0" | "f" | "false" | "off" | "n" | "no" => Ok(Some(false)),
+        _ => Err(ApiError::BadQuery(format!(
+            "Invalid {param}: Unrecognized value '{text}', acceptable values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'"
+        ))),
     }
 }
 
-fn node_links(out: &mut String, base: &str, uuid: &str) {
+/// Refuse arguments a list does not take, in Ironic's words.
+pub fn only_known(params: &BTreeMap<String, String>, known: &[&str]) -> ApiResult<()> {
+    let unknown: Vec<&str> = params
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::BadQuery(format!(
+        "Unexpected arguments: {}",
+        unknown.join(", ")
+    )))
+}
+
+/// A UUID argument, in Ironic's words when it is not one.
+pub fn uuid_arg(value: Option<&String>, param: &str) -> ApiResult<Option<String>> {
+    value
+        .map(|text| {
+            uuid::Uuid::parse_str(text)
+                .map(|u| u.to_string())
+                .map_err(|_| ApiError::BadQuery(format!("Expected UUID for {param}: {text}")))
+        })
+        .transpose()
+}
+
+/// A `limit` argument: Ironic's `max_limit` when absent or 0 (and at most that).
+pub fn limit_arg(value: Option<&String>) -> ApiResult<usize> {
+    match value {
+        None => Ok(MAX_LIMIT),
+        Some(text) => match parse_limit(text)? {
+            0 => Ok(MAX_LIMIT),
+            n => Ok(n.min(MAX_LIMIT)),
+        },
+    }
+}
+
+/// `[{self}, {bookmark}]` links to `path` as a JSON text.
+pub fn write_links(out: &mut String, base: &str, path: &str) {
     let _ = write!(
         out,
-        r#","links":[{{"href":"{base}/v1/nodes/{uuid}","rel":"self"}},{{"href":"{base}/nodes/{uuid}","rel":"bookmark"}}]"#
+        r#"[{{"href":"{base}/v1/{path}","rel":"self"}},{{"href":"{base}/{path}","rel":"bookmark"}}]"#
     );
+}
+
+/// `,"next":URL`: the same list at `base/v1/path` with the same arguments,
+/// continuing after `marker`.
+pub fn write_next(
+    out: &mut String,
+    base: &str,
+    path: &str,
+    params: &BTreeMap<String, String>,
+    limit: usize,
+    marker: &str,
+) {
+    let limit = limit.to_string();
+    let query = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "limit")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([("limit", limit.as_str()), ("marker", marker)]);
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
+    let _ = write!(
+        out,
+        ",\"next\":{}",
+        json!(format!("{base}/v1/{path}?{encoded}"))
+    );
+}
+
+/// The link arrays of a node document besides `links`, in Ironic's order.
+const NODE_LINK_FIELDS: [&str; 4] = ["ports", "states", "portgroups", "volume"];
+
+fn node_links(out: &mut String, base: &str, uuid: &str) {
+    out.push_str(",\"links\":");
+    write_links(out, base, &format!("nodes/{uuid}"));
 }
 
 /// The full node document for `GET /v1/nodes/{id}` and `?detail=true`.
@@ -63,11 +142,11 @@ fn write_detail(out: &mut String, state: &ApiState, fleet: &Fleet, entry: &NodeE
         None => out.push_str(",\"reservation\":null"),
     }
     node_links(out, base, &entry.uuid);
-    let _ = write!(
-        out,
-        r#","states":[{{"href":"{base}/v1/nodes/{u}/states","rel":"self"}},{{"href":"{base}/nodes/{u}/states","rel":"bookmark"}}]}}"#,
-        u = entry.uuid
-    );
+    for field in NODE_LINK_FIELDS {
+        let _ = write!(out, ",\"{field}\":");
+        write_links(out, base, &format!("nodes/{}/{field}", entry.uuid));
+    }
+    out.push('}');
 }
 
 /// The full node document at `version`: without the fields it does not
@@ -90,8 +169,8 @@ fn write_detail_at(
     out.push_str(&Value::Object(doc).to_string());
 }
 
-fn write_row(out: &mut String, entry: &NodeEntry, base: &str) {
-    out.push_str(entry.row_prefix());
+fn write_row(out: &mut String, fleet: &Fleet, entry: &NodeEntry, base: &str) {
+    out.push_str(entry.row_prefix(fleet));
     node_links(out, base, &entry.uuid);
     out.push('}');
 }
@@ -115,6 +194,12 @@ fn selected(
                 .map(|_| &fleet.conductor.host)
         ),
     );
+    for field in NODE_LINK_FIELDS {
+        doc.insert(
+            field.into(),
+            links(base, &format!("nodes/{}/{field}", entry.uuid)),
+        );
+    }
     let mut out: Map<String, Value> = fields
         .iter()
         .filter_map(|f| doc.remove(f).map(|v| (f.clone(), v)))
@@ -133,17 +218,25 @@ fn parse_fields(
     text: Option<&String>,
 ) -> ApiResult<Option<Vec<String>>> {
     let Some(text) = text else { return Ok(None) };
+    let known = known_fields(fleet, index);
+    fields_arg(text, |f| {
+        known.contains(f) || f == "reservation" || NODE_LINK_FIELDS.contains(&f)
+    })
+    .map(Some)
+}
+
+/// `fields=a,b`: the names, each of which must be `known`.
+pub fn fields_arg(text: &str, known: impl Fn(&str) -> bool) -> ApiResult<Vec<String>> {
     let fields: Vec<String> = text
         .split(',')
         .map(str::trim)
         .filter(|f| !f.is_empty())
         .map(str::to_string)
         .collect();
-    let known = known_fields(fleet, index);
     let unknown: Vec<&str> = fields
         .iter()
-        .filter(|f| !known.contains(f.as_str()) && f.as_str() != "reservation")
         .map(String::as_str)
+        .filter(|f| !known(f))
         .collect();
     if !unknown.is_empty() {
         return Err(ApiError::BadParameter {
@@ -151,7 +244,7 @@ fn parse_fields(
             message: format!("Field(s) \"{}\" are not valid", unknown.join(", ")),
         });
     }
-    Ok(Some(fields))
+    Ok(fields)
 }
 
 fn known_fields(fleet: &Fleet, index: &NodeIndex) -> std::collections::BTreeSet<String> {
@@ -211,6 +304,7 @@ pub async fn list(
     version: Negotiated,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Response> {
+    only_known(&params, NODE_LIST_ARGS)?;
     let index = state.index();
     let cacheable = !params.contains_key("detail") && !params.contains_key("fields");
     let key = cacheable.then(|| format!("{base} {params:?} {version:?}"));
@@ -226,13 +320,7 @@ pub async fn list(
             message: "Can not specify ?detail=True and fields in the same request.".into(),
         });
     }
-    let limit = match params.get("limit") {
-        None => MAX_LIMIT,
-        Some(text) => match parse_limit(text)? {
-            0 => MAX_LIMIT,
-            n => n.min(MAX_LIMIT),
-        },
-    };
+    let limit = limit_arg(params.get("limit"))?;
     // Positions into `index.entries` in the asked order; None: by name.
     let order = sort_order(&index, params.get("sort_key"), params.get("sort_dir"))?;
     let at = |i: usize| order.as_ref().map_or(i, |o| o[i]);
@@ -249,17 +337,8 @@ pub async fn list(
                 message: format!("no node `{m}` to continue after"),
             })?,
     };
-    let provision = params.get("provision_state");
-    let maintenance = match params.get("maintenance") {
-        Some(_) => Some(truthy(params.get("maintenance"), "maintenance")?),
-        None => None,
-    };
-    let driver = params.get("driver");
-    let matches = |e: &NodeEntry| {
-        provision.is_none_or(|p| e.provision_state().as_str() == p)
-            && maintenance.is_none_or(|m| e.maintenance() == m)
-            && driver.is_none_or(|d| e.driver(fleet) == d)
-    };
+    let filter = NodeFilter::parse(&params)?;
+    let matches = |e: &NodeEntry| filter.matches(fleet, e);
 
     let mut out = String::with_capacity(64 + limit.min(index.entries.len()) * 320);
     out.push_str("{\"nodes\":[");
@@ -288,28 +367,14 @@ pub async fn list(
                 out.push_str(&doc.to_string());
             }
             None if detail => write_detail_at(&mut out, &state, fleet, entry, &base, version),
-            None => write_row(&mut out, entry, &base),
+            None => write_row(&mut out, fleet, entry, &base),
         }
         taken += 1;
         last = Some(entry);
     }
     out.push(']');
     if let (true, Some(last)) = (more, last) {
-        let mut query: Vec<(String, String)> = params
-            .iter()
-            .filter(|(k, _)| k.as_str() != "marker" && k.as_str() != "limit")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        query.push(("limit".into(), limit.to_string()));
-        query.push(("marker".into(), last.uuid.clone()));
-        let encoded = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(query)
-            .finish();
-        let _ = write!(
-            out,
-            ",\"next\":{}",
-            json!(format!("{base}/v1/nodes?{encoded}"))
-        );
+        write_next(&mut out, &base, "nodes", &params, limit, &last.uuid);
     }
     out.push('}');
     let page = Bytes::from(out);
@@ -317,6 +382,198 @@ pub async fn list(
         state.pages.put(&index, key, page.clone());
     }
     Ok(json_bytes(page))
+}
+
+/// The arguments `GET /v1/nodes` takes (Ironic 39's).
+const NODE_LIST_ARGS: &[&str] = &[
+    "associated",
+    "chassis_uuid",
+    "conductor",
+    "conductor_group",
+    "description_contains",
+    "detail",
+    "driver",
+    "fault",
+    "fields",
+    "include_children",
+    "instance_uuid",
+    "lessee",
+    "limit",
+    "maintenance",
+    "marker",
+    "owner",
+    "parent_node",
+    "project",
+    "provision_state",
+    "resource_class",
+    "retired",
+    "shard",
+    "sharded",
+    "sort_dir",
+    "sort_key",
+];
+
+/// The faults Ironic records and filters by.
+const FAULTS: [&str; 4] = [
+    "power failure",
+    "clean failure",
+    "rescue abort failure",
+    "service failure",
+];
+
+/// Every provision state Ironic knows, so a filter by one rivet never
+/// enters answers an empty list, not an error.
+const IRONIC_PROVISION_STATES: &[&str] = &[
+    "active",
+    "adopt failed",
+    "adopting",
+    "available",
+    "clean failed",
+    "clean hold",
+    "clean wait",
+    "cleaning",
+    "deleted",
+    "deleting",
+    "deploy failed",
+    "deploy hold",
+    "deploying",
+    "enroll",
+    "error",
+    "inspect failed",
+    "inspect wait",
+    "inspecting",
+    "manageable",
+    "rebuild",
+    "rescue",
+    "rescue failed",
+    "rescue wait",
+    "rescuing",
+    "service failed",
+    "service hold",
+    "service wait",
+    "servicing",
+    "unrescue failed",
+    "unrescuing",
+    "verifying",
+    "wait call-back",
+];
+
+/// The filters of one `GET /v1/nodes`, checked as Ironic checks them.
+#[derive(Default)]
+struct NodeFilter<'a> {
+    /// rivet has no chassis: a chassis filter matches no node.
+    chassis: bool,
+    instance_uuid: Option<String>,
+    associated: Option<bool>,
+    maintenance: Option<bool>,
+    retired: Option<bool>,
+    provision_state: Option<&'a str>,
+    driver: Option<&'a str>,
+    resource_class: Option<&'a str>,
+    fault: Option<&'a str>,
+    conductor_group: Option<String>,
+    conductor: Option<&'a str>,
+    owner: Option<&'a str>,
+    lessee: Option<&'a str>,
+    /// Owner or lessee.
+    project: Option<&'a str>,
+    description_contains: Option<&'a str>,
+    shards: Option<Vec<&'a str>>,
+    sharded: Option<bool>,
+    /// rivet's nodes have no parent: a parent filter matches no node.
+    parent_node: bool,
+}
+
+impl<'a> NodeFilter<'a> {
+    fn parse(params: &'a BTreeMap<String, String>) -> ApiResult<Self> {
+        let text = |k: &str| params.get(k).map(String::as_str);
+        if let Some(state) = text("provision_state")
+            && !IRONIC_PROVISION_STATES.contains(&state)
+        {
+            return Err(ApiError::BadQuery(format!(
+                "Provision state \"{state}\" is not valid"
+            )));
+        }
+        if let Some(fault) = text("fault")
+            && !FAULTS.contains(&fault)
+        {
+            return Err(ApiError::BadQuery(format!(
+                "Unrecognized fault \"{fault}\" is specified, allowed faults are ('{}')",
+                FAULTS.join("', '")
+            )));
+        }
+        flag(params.get("include_children"), "include_children")?;
+        Ok(Self {
+            chassis: uuid_arg(params.get("chassis_uuid"), "chassis_uuid")?.is_some(),
+            instance_uuid: uuid_arg(params.get("instance_uuid"), "instance_uuid")?,
+            associated: flag(params.get("associated"), "associated")?,
+            maintenance: flag(params.get("maintenance"), "maintenance")?,
+            retired: flag(params.get("retired"), "retired")?,
+            provision_state: text("provision_state"),
+            driver: text("driver"),
+            resource_class: text("resource_class"),
+            fault: text("fault"),
+            conductor_group: text("conductor_group").map(str::to_ascii_lowercase),
+            conductor: text("conductor"),
+            owner: text("owner"),
+            lessee: text("lessee"),
+            project: text("project"),
+            description_contains: text("description_contains"),
+            shards: text("shard").map(|s| s.split(',').map(str::trim).collect()),
+            sharded: flag(params.get("sharded"), "sharded")?,
+            parent_node: params.contains_key("parent_node"),
+        })
+    }
+
+    fn matches(&self, fleet: &Fleet, e: &NodeEntry) -> bool {
+        let t = e.tenancy(fleet);
+        let field = |f: fn(&Tenancy) -> Option<&str>| t.and_then(f);
+        let equal = |want: Option<&str>, f: fn(&Tenancy) -> Option<&str>| {
+            want.is_none_or(|w| field(f) == Some(w))
+        };
+        let instance = field(|t| t.instance_uuid.as_deref());
+        let shard = field(|t| t.shard.as_deref());
+        !self.chassis
+            && !self.parent_node
+            && self
+                .instance_uuid
+                .as_deref()
+                .is_none_or(|u| instance == Some(u))
+            && self.associated.is_none_or(|a| instance.is_some() == a)
+            && self.maintenance.is_none_or(|m| e.maintenance() == m)
+            && self
+                .retired
+                .is_none_or(|r| t.is_some_and(|t| t.retired) == r)
+            && self
+                .provision_state
+                .is_none_or(|p| e.provision_state().as_str() == p)
+            && self.driver.is_none_or(|d| e.driver(fleet) == d)
+            && equal(self.resource_class, |t| t.resource_class.as_deref())
+            && self.fault.is_none_or(|f| {
+                e.record
+                    .as_ref()
+                    .is_some_and(|r| r.fault.as_deref() == Some(f))
+            })
+            && self
+                .conductor_group
+                .as_deref()
+                .is_none_or(|g| field(|t| Some(t.conductor_group.as_str())).unwrap_or("") == g)
+            && self.conductor.is_none_or(|c| e.conductor(fleet) == Some(c))
+            && equal(self.owner, |t| t.owner.as_deref())
+            && equal(self.lessee, |t| t.lessee.as_deref())
+            && self.project.is_none_or(|p| {
+                field(|t| t.owner.as_deref()) == Some(p)
+                    || field(|t| t.lessee.as_deref()) == Some(p)
+            })
+            && self.description_contains.is_none_or(|d| {
+                field(|t| t.description.as_deref()).is_some_and(|text| text.contains(d))
+            })
+            && self
+                .shards
+                .as_ref()
+                .is_none_or(|s| shard.is_some_and(|x| s.contains(&x)))
+            && self.sharded.is_none_or(|s| shard.is_some() == s)
+    }
 }
 
 /// The fields nodes can be sorted by (Ironic's `sort_key`); `id` is
@@ -332,6 +589,18 @@ const SORT_KEYS: [&str; 8] = [
     "updated_at",
 ];
 
+/// Whether `sort_dir` asks for descending order, in Ironic's words when it
+/// is neither `asc` nor `desc`.
+pub fn sort_descending(dir: Option<&str>) -> ApiResult<bool> {
+    match dir {
+        None | Some("asc") => Ok(false),
+        Some("desc") => Ok(true),
+        Some(other) => Err(ApiError::BadQuery(format!(
+            "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
+        ))),
+    }
+}
+
 /// The order `sort_key`/`sort_dir` ask for, as positions into the entries
 /// (which are by name); None when that is by name, ascending. Ties keep
 /// name order.
@@ -340,15 +609,7 @@ fn sort_order(
     key: Option<&String>,
     dir: Option<&String>,
 ) -> ApiResult<Option<Vec<usize>>> {
-    let descending = match dir.map(String::as_str) {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(other) => {
-            return Err(ApiError::BadQuery(format!(
-                "Invalid sort direction: {other}. Acceptable values are 'asc' or 'desc'"
-            )));
-        }
-    };
+    let descending = sort_descending(dir.map(String::as_str))?;
     let key = key.map_or("name", String::as_str);
     if !SORT_KEYS.contains(&key) {
         return Err(ApiError::BadQuery(format!(

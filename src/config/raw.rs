@@ -205,6 +205,55 @@ pub struct NodeDecl {
     /// same (interface, step).
     #[serde(default)]
     pub deploy_steps: Vec<Sp<StepDecl>>,
+    /// The node's network ports, one per NIC, by MAC address.
+    #[serde(default)]
+    pub ports: Vec<Sp<PortDecl>>,
+    /// What the node is scheduled as (Nova's resource class), e.g. `baremetal-gpu`;
+    /// at most 80 characters.
+    pub resource_class: Option<Sp<String>>,
+    /// The project that owns the node.
+    pub owner: Option<String>,
+    /// The project the node is leased to.
+    pub lessee: Option<String>,
+    /// The conductor group that manages the node: letters, digits, `_`, `-`
+    /// and `.`, at most 255 characters; default `""`.
+    pub conductor_group: Option<Sp<String>>,
+    /// Free text about the node, at most 4096 characters.
+    pub description: Option<Sp<String>>,
+    /// Retired: kept, but not to be deployed again. Default false.
+    pub retired: Option<bool>,
+    /// Why the node is retired.
+    pub retired_reason: Option<String>,
+    /// The shard the node belongs to, for services that split a fleet by it.
+    pub shard: Option<String>,
+}
+
+/// `[[node.ports]]`: one network port (NIC) of a node.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortDecl {
+    /// The MAC address, six pairs of hex digits separated by `:`; kept in lower case.
+    pub address: Sp<String>,
+    /// Fixed UUID; default: derived from the node's UUID and the MAC, the same every time.
+    pub uuid: Option<Sp<String>>,
+    /// Whether the node boots from the network through this port. Default true.
+    pub pxe_enabled: Option<bool>,
+    /// The physical network the port is attached to.
+    pub physical_network: Option<String>,
+    /// Where the port is plugged in, as LLDP reports it.
+    pub local_link_connection: Option<LocalLinkDecl>,
+}
+
+/// `local_link_connection = { … }`: the switch port a node's port is plugged into.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalLinkDecl {
+    /// The switch's chassis ID, e.g. its MAC address.
+    pub switch_id: Option<String>,
+    /// The switch port, e.g. `Ethernet3/1`.
+    pub port_id: Option<String>,
+    /// The switch's name or other information.
+    pub switch_info: Option<String>,
 }
 
 impl NodeDecl {
@@ -263,6 +312,10 @@ pub struct InstanceDecl {
     pub ramdisk: Option<String>,
     /// Root device hints, as Ironic's `root_device` property.
     pub root_device: Option<BTreeMap<String, serde_json::Value>>,
+    /// The UUID of the instance the node serves (Ironic's `instance_uuid`):
+    /// the node counts as associated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 /// `desired = { … }`: the state rivet converges the node to.

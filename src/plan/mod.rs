@@ -317,8 +317,17 @@ pub fn previous_declarations(
 }
 
 /// Fingerprint of a declared instance, compared with the deployed one.
+/// The instance's UUID only associates the node with it: a node given one
+/// is not rebuilt for it.
 pub fn instance_fingerprint(node: &Node) -> String {
-    let text = serde_json::to_string(&node.instance).expect("instances serialize");
+    let instance = node
+        .instance
+        .as_ref()
+        .map(|i| crate::config::raw::InstanceDecl {
+            uuid: None,
+            ..i.clone()
+        });
+    let text = serde_json::to_string(&instance).expect("instances serialize");
     fingerprint::digest(text.as_bytes())
 }
 

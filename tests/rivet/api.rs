@@ -466,6 +466,8 @@ async fn writes_are_refused_and_change_nothing() {
         ("PUT", "/v1/nodes/n1/states/provision"),
         ("PUT", "/v1/nodes/n1/states/power"),
         ("POST", "/v1/drivers"),
+        ("POST", "/v1/ports"),
+        ("PATCH", "/v1/ports/1be26c0b-03f2-4d2e-ae87-c02d7f33c123"),
     ] {
         let (status, body) = api.send(method, uri, r#"{"target": "deleted"}"#).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");

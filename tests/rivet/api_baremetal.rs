@@ -1,6 +1,6 @@
-//! The OpenStack `baremetal` client (python-ironicclient) against a live
-//! `rivet daemon`: the commands an Ironic operator runs, each checked on
-//! what it prints.
+//! The OpenStack `baremetal` client (python-ironicclient) and openstacksdk
+//! against a live `rivet daemon`: the commands an Ironic operator runs and
+//! the calls Ansible's modules make, each checked on what it gets.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -279,3 +279,161 @@ async fn the_baremetal_client_works_against_a_live_daemon() {
     );
     daemon.stop();
 }
+
+const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
+const MAC_1: &str = "52:54:00:00:01:01";
+const MAC_2: &str = "52:54:00:00:01:02";
+
+/// Three nodes an operator tells apart by resource class, owner, instance
+/// and ports; p3's BMC is made to fail, so power sync gives it a fault.
+fn filter_fleet() -> TempFleet {
+    TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\npower_sync_interval = \"200ms\"\n",
+        ),
+        (
+            "nodes/a.toml",
+            &format!(
+                "[[node]]\nname = \"p1\"\ndriver = \"fake-hardware\"\nresource_class = \"rc-gpu\"\nowner = \"team-a\"\n\
+                 instance = {{ uuid = \"{INSTANCE}\" }}\ndesired = {{ provision = \"manageable\", power = \"on\" }}\n\
+                 ports = [{{ address = \"{MAC_1}\", physical_network = \"physnet1\" }}]\n\n\
+                 [[node]]\nname = \"p2\"\ndriver = \"fake-hardware\"\nresource_class = \"rc-cpu\"\nowner = \"team-b\"\n\
+                 desired = {{ provision = \"manageable\", power = \"on\" }}\nports = [{{ address = \"{MAC_2}\" }}]\n\n\
+                 [[node]]\nname = \"p3\"\ndriver = \"fake-hardware\"\nresource_class = \"rc-cpu\"\n\
+                 desired = {{ provision = \"manageable\", power = \"on\" }}\n"
+            ),
+        ),
+    ])
+}
+
+/// The `name` of every row of a JSON list the client printed.
+fn names(out: &str) -> Vec<String> {
+    let rows: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let mut names: Vec<String> = rows
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .map(|r| {
+            r["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{out}"))
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The client's node and port filters, and openstacksdk's, against a live daemon.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clients_find_nodes_and_ports_by_ironic_s_filters() {
+    let Some(program) = baremetal() else { return };
+    let fleet = filter_fleet();
+    let daemon = LiveDaemon::start(fleet.path(), &[]);
+    let http = Http::default();
+    let url = daemon.url.clone();
+    until("the nodes are manageable", || async {
+        let list = http
+            .json(&format!("{url}/v1/nodes?provision_state=manageable"))
+            .await;
+        list["nodes"].as_array().unwrap().len() == 3
+    })
+    .await;
+    let bmc = fleet.path().join(".rivet/fake-bmc/p3.json");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&bmc).unwrap()).unwrap();
+    doc["unreachable"] = true.into();
+    std::fs::write(&bmc, serde_json::to_vec(&doc).unwrap()).unwrap();
+    until("p3 has a power failure", || async {
+        let list = http
+            .json(&format!("{url}/v1/nodes?fault=power%20failure"))
+            .await;
+        list["nodes"].as_array().unwrap().len() == 1
+    })
+    .await;
+    let cli = Cli { program, url };
+
+    let list = |args: &[&str]| {
+        let mut all = vec!["node", "list", "-f", "json"];
+        all.extend_from_slice(args);
+        names(&cli.ok(&all))
+    };
+    assert_eq!(list(&["--fault", "power failure"]), ["p3"]);
+    assert_eq!(list(&["--resource-class", "rc-cpu"]), ["p2", "p3"]);
+    assert_eq!(list(&["--associated"]), ["p1"]);
+    assert_eq!(list(&["--unassociated"]), ["p2", "p3"]);
+    assert_eq!(list(&["--owner", "team-a"]), ["p1"]);
+    let err = cli.fails(&["node", "list", "--fault", "bogus"]);
+    assert!(err.contains("Unrecognized fault \"bogus\""), "{err}");
+
+    // The client refuses `--fields ports` itself (ports is not among its
+    // choices) and drops the link arrays before printing: check the
+    // document it received.
+    let err = cli.fails(&["node", "show", "p1", "--fields", "ports"]);
+    assert!(err.contains("invalid choice: 'ports'"), "{err}");
+    let out = cli.run(&["--debug", "node", "show", "p1"]);
+    let debug = String::from_utf8_lossy(&out.stderr);
+    let p1_uuid = rivet::model::node::derived_uuid("p1").to_string();
+    for field in ["ports", "portgroups", "volume"] {
+        let link = format!(
+            r#""{field}":[{{"href":"{}/v1/nodes/{p1_uuid}/{field}","rel":"self"}}"#,
+            cli.url
+        );
+        assert!(debug.contains(&link), "{link} not in {debug}");
+    }
+
+    let ports: Value =
+        serde_json::from_str(&cli.ok(&["port", "list", "--address", MAC_1, "-f", "json"])).unwrap();
+    let ports = ports.as_array().unwrap();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0]["address"], MAC_1);
+    let port_uuid = ports[0]["uuid"].as_str().unwrap().to_string();
+    let port: Value =
+        serde_json::from_str(&cli.ok(&["port", "show", &port_uuid, "-f", "json"])).unwrap();
+    assert_eq!(port["address"], MAC_1);
+    assert_eq!(port["node_uuid"], p1_uuid);
+    assert_eq!(port["physical_network"], "physnet1");
+    assert_eq!(port["extra"], serde_json::json!({"source": "declared"}));
+    let by_node: Value =
+        serde_json::from_str(&cli.ok(&["port", "list", "--node", "p2", "-f", "json"])).unwrap();
+    assert_eq!(by_node[0]["address"], MAC_2, "{by_node}");
+
+    // openstacksdk, as Ansible's openstack.cloud modules use it.
+    let python = cli.program.with_file_name("python");
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(SDK_SCRIPT)
+        .arg(&cli.url)
+        .arg(MAC_1)
+        .arg("rc-cpu")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openstacksdk failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        answer["ports"],
+        serde_json::json!([[MAC_1, p1_uuid]]),
+        "{answer}"
+    );
+    assert_eq!(answer["nodes"], serde_json::json!(["p2", "p3"]), "{answer}");
+    daemon.stop();
+}
+
+/// `conn.baremetal.ports(address=…)` and `nodes(resource_class=…)`, printed
+/// as JSON; argv: endpoint, MAC, resource class.
+const SDK_SCRIPT: &str = r#"
+import json, sys
+import openstack
+url, mac, rc = sys.argv[1:4]
+conn = openstack.connection.Connection(
+    auth_type="none", auth={"endpoint": url}, baremetal_endpoint_override=url
+)
+ports = [[p.address, p.node_id] for p in conn.baremetal.ports(address=mac, details=True)]
+nodes = sorted(n.name for n in conn.baremetal.nodes(resource_class=rc))
+print(json.dumps({"ports": ports, "nodes": nodes}))
+"#;

@@ -215,3 +215,59 @@ fn every_problem_code_has_a_fixture() {
         "problem codes with no fixture under tests/fixtures/invalid: {uncovered:?}"
     );
 }
+
+#[test]
+fn a_mac_declared_twice_is_a_problem_at_both_places_and_both_nodes_are_left_out() {
+    let loaded = load(&fixture("invalid/port_duplicate_mac"));
+    let places: Vec<(String, usize, usize, String)> = loaded
+        .problems
+        .iter()
+        .map(|p| {
+            assert_eq!(p.code, "rivet::port::duplicate_address");
+            let r = p.record();
+            assert_eq!(r.related.len(), 1);
+            (
+                r.file.unwrap(),
+                r.line.unwrap(),
+                r.column.unwrap(),
+                r.related[0].file.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [
+            ("nodes/a.toml".into(), 6, 11, "nodes/b.toml".into()),
+            ("nodes/b.toml".into(), 4, 22, "nodes/a.toml".into())
+        ]
+    );
+    let valid: Vec<&str> = loaded.fleet.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(valid, ["n2"]);
+}
+
+#[test]
+fn ports_keep_macs_in_lower_case_with_derived_uuids() {
+    let dir = crate::support::TempFleet::new(&[(
+        "nodes/a.toml",
+        "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\n\n[[node.ports]]\naddress = \"52:54:00:AB:CD:EF\"\nphysical_network = \"physnet1\"\nlocal_link_connection = { switch_id = \"0a:1b:2c:3d:4e:5f\", port_id = \"Ethernet3/1\" }\n\n[[node.ports]]\naddress = \"52:54:00:ab:cd:f0\"\nuuid = \"1be26c0b-03f2-4d2e-ae87-c02d7f33c123\"\npxe_enabled = false\n",
+    )]);
+    let loaded = load(dir.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    let node = &loaded.fleet.nodes[0];
+    let ports = &node.ports;
+    assert_eq!(ports[0].address, "52:54:00:ab:cd:ef");
+    assert!(ports[0].pxe_enabled && !ports[1].pxe_enabled);
+    assert_eq!(
+        ports[0].uuid,
+        rivet::model::node::derived_port_uuid(&node.uuid, "52:54:00:ab:cd:ef")
+    );
+    assert_eq!(
+        ports[1].uuid.to_string(),
+        "1be26c0b-03f2-4d2e-ae87-c02d7f33c123"
+    );
+    assert_eq!(ports[0].physical_network.as_deref(), Some("physnet1"));
+    assert_eq!(
+        ports[0].local_link_connection.port_id.as_deref(),
+        Some("Ethernet3/1")
+    );
+}

@@ -3,6 +3,7 @@
 mod api;
 mod api_baremetal;
 mod api_baremetal_resources;
+mod api_filters;
 mod api_live;
 mod api_resources;
 mod claims;

@@ -440,3 +440,32 @@ fn a_node_step_gives_a_default_step_its_arguments_or_disables_it() {
         "{steps:?}"
     );
 }
+
+#[test]
+fn an_instance_uuid_associates_a_node_without_rebuilding_it() {
+    let node = |instance: &str| {
+        let fleet = TempFleet::new(&[(
+            "nodes/a.toml",
+            &format!(
+                "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ninstance = {{ image = \"http://x/a.img\"{instance} }}\n"
+            ),
+        )]);
+        let loaded = rivet::model::fleet::load(fleet.path());
+        assert!(loaded.is_valid(), "{:?}", loaded.problems);
+        loaded.fleet.nodes[0].clone()
+    };
+    let plain = node("");
+    let associated = node(", uuid = \"11111111-2222-3333-4444-555555555555\"");
+    assert_eq!(
+        associated.tenancy.instance_uuid.as_deref(),
+        Some("11111111-2222-3333-4444-555555555555")
+    );
+    assert_eq!(
+        rivet::plan::instance_fingerprint(&plain),
+        rivet::plan::instance_fingerprint(&associated)
+    );
+    assert_ne!(
+        rivet::plan::instance_fingerprint(&plain),
+        rivet::plan::instance_fingerprint(&node(", checksum = \"sha256:00\""))
+    );
+}

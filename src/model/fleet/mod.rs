@@ -2,8 +2,8 @@
 //! problem on the way. One module per concern: `conductor` (`[conductor]`
 //! and `[[rollout]]`), `interfaces` (exec-plugin `[[interface]]`s),
 //! `hardware` (custom hardware types and `[hardware]`), `nodes` (each
-//! `[[node]]`), `composition` (a node's interfaces), `bmc` (a node's BMC and
-//! its address), `steps` (deploy templates, requested steps and the merged
+//! `[[node]]`), `ports` (its `[[node.ports]]`), `composition` (a node's
+//! interfaces), `bmc` (a node's BMC and its address), `steps` (deploy templates, requested steps and the merged
 //! steps a deploy runs), `graph` (`depends_on` and its cycles). The last two
 //! are also what a plan orders by, so a fleet that validates plans.
 
@@ -14,6 +14,7 @@ pub mod graph;
 mod hardware;
 mod interfaces;
 mod nodes;
+mod ports;
 pub mod steps;
 
 use std::path::PathBuf;

@@ -1,12 +1,14 @@
 //! Each `[[node]]`: name, UUID, hardware type, traits, dependencies,
-//! rollout group and instance; the node is whole only when every check of
-//! it passes.
+//! rollout group, instance, ports (`ports`) and the fields Ironic's users
+//! find it by (resource class, owner, conductor group, …); the node is
+//! whole only when every check of it passes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::ports::DeclaredMacs;
 use super::steps::{TemplateReports, step_request};
 use super::{Builder, DeployTemplate, Hardware, Rollout, is_dns_label, is_trait, loc};
 use crate::config::raw::NodeDecl;
@@ -14,7 +16,7 @@ use crate::diag::{self, Loc, Problem, SourceFile, list};
 use crate::model::hardware::HardwareType;
 use crate::model::interface::InterfaceType;
 use crate::model::node::{
-    Desired, Located, Node, ProvisionTarget, StepRequest, StepSource, derived_uuid,
+    Desired, Located, Node, ProvisionTarget, StepRequest, StepSource, Tenancy, derived_uuid,
 };
 use crate::vocab::Name;
 
@@ -30,6 +32,8 @@ impl Builder {
         let mut by_name: HashMap<&str, Loc> = HashMap::new();
         let mut by_uuid: HashMap<Uuid, Loc> = HashMap::new();
         let mut template_reported = TemplateReports::new();
+        let macs = DeclaredMacs::of(decls);
+        let mut port_uuids: HashMap<Uuid, Loc> = HashMap::new();
         let mut out = Vec::with_capacity(decls.len());
         for (file, decl) in decls {
             let before = self.problems.len();
@@ -95,6 +99,8 @@ impl Builder {
             let traits = self.traits(file, decl);
             let depends_on = self.depends_on(file, decl, &names);
             let rollout = self.rollout_of(file, decl, rollouts);
+            let ports = self.ports(file, decl, &uuid, &macs, &mut port_uuids);
+            let tenancy = self.tenancy(file, decl);
             let desired = Desired {
                 provision: decl
                     .desired
@@ -128,6 +134,8 @@ impl Builder {
                 instance: decl.instance.as_ref().map(|i| i.value().clone()),
                 desired,
                 deploy_steps,
+                ports,
+                tenancy,
                 at,
             };
             self.instance(file, decl, &node);
@@ -185,6 +193,85 @@ impl Builder {
             return None;
         }
         Some(hw)
+    }
+
+    /// The fields Ironic's users find and schedule the node by, within
+    /// Ironic's limits.
+    fn tenancy(&mut self, file: &Arc<SourceFile>, decl: &NodeDecl) -> Tenancy {
+        let node = decl.name.value();
+        if let Some(rc) = &decl.resource_class
+            && rc.value().chars().count() > 80
+        {
+            self.push(
+                Problem::new(
+                    "rivet::node::resource_class",
+                    format!("node `{node}`: the resource class is longer than 80 characters"),
+                )
+                .at(&loc(file, rc), "too long")
+                .help("shorten it to at most 80 characters, e.g. `baremetal-gpu`"),
+            );
+        }
+        let conductor_group = match &decl.conductor_group {
+            None => String::new(),
+            Some(group) => {
+                let text = group.value();
+                let valid = text.len() <= 255
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+                if !valid {
+                    self.push(
+                        Problem::new(
+                            "rivet::node::conductor_group",
+                            format!("node `{node}`: `{text}` is not a valid conductor group"),
+                        )
+                        .at(&loc(file, group), "invalid conductor group")
+                        .help("use letters, digits, `_`, `-` and `.`, at most 255 characters, e.g. `rack-7`"),
+                    );
+                }
+                text.to_ascii_lowercase()
+            }
+        };
+        if let Some(d) = &decl.description
+            && d.value().chars().count() > 4096
+        {
+            self.push(
+                Problem::new(
+                    "rivet::node::description",
+                    format!("node `{node}`: the description is longer than 4096 characters"),
+                )
+                .at(&loc(file, d), "too long")
+                .help("shorten it to at most 4096 characters"),
+            );
+        }
+        let instance_uuid = decl.instance.as_ref().and_then(|instance| {
+            let text = instance.value().uuid.as_ref()?;
+            match Uuid::parse_str(text) {
+                Ok(u) => Some(u.to_string()),
+                Err(e) => {
+                    self.push(
+                        Problem::new(
+                            "rivet::node::instance_uuid",
+                            format!("node `{node}`: instance UUID `{text}` is not a UUID: {e}"),
+                        )
+                        .at(&loc(file, instance), "in this instance")
+                        .help("write the instance's UUID like `1be26c0b-03f2-4d2e-ae87-c02d7f33c123`, or remove `uuid`"),
+                    );
+                    None
+                }
+            }
+        });
+        Tenancy {
+            resource_class: decl.resource_class.as_ref().map(|r| r.value().clone()),
+            owner: decl.owner.clone(),
+            lessee: decl.lessee.clone(),
+            conductor_group,
+            description: decl.description.as_ref().map(|d| d.value().clone()),
+            retired: decl.retired.unwrap_or(false),
+            retired_reason: decl.retired_reason.clone(),
+            shard: decl.shard.clone(),
+            instance_uuid,
+        }
     }
 
     fn traits(&mut self, file: &Arc<SourceFile>, decl: &NodeDecl) -> Vec<String> {
