@@ -97,6 +97,21 @@ impl Client {
         Ok(self.answer(response).await?.unwrap_or(Value::Null))
     }
 
+    /// The fleet identity `/healthz` names, whatever its status (a degraded
+    /// daemon still says which fleet it serves); `None` when the answer has
+    /// none (not a rivet daemon, or an older one).
+    pub async fn fleet_identity(&self) -> Result<Option<String>, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok(doc["fleet"].as_str().map(str::to_string))
+    }
+
     /// Every node, in detail, following the pages.
     pub async fn nodes(&self) -> Result<Vec<Value>, ClientError> {
         let mut out = Vec::new();
