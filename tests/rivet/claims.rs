@@ -46,6 +46,8 @@ fn the_documented_conductor_defaults_hold() {
     assert_eq!(c.ipmi_min_command_interval, Duration::from_secs(5));
     assert_eq!(c.history_max_entries, Some(300));
     assert_eq!(c.history_cleanup_interval, Duration::from_secs(3600));
+    assert_eq!(c.operation_timeout, Duration::from_secs(300));
+    assert_eq!(c.deploy_step_timeout, Duration::from_secs(1800));
     assert!(c.api_token_env.is_none() && !c.api_token_reads);
 
     // `history_max_entries = 0` keeps every event.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use rivet::vocab::PowerState;
 
-use crate::fault_server::{FaultServer, json};
+use crate::fault_server::{FaultServer, json, trickled};
 use crate::redfish::{fault_node, read_power, registry, run, short, system_doc};
 use crate::support::{TempFleet, rt};
 
@@ -284,4 +284,68 @@ fn a_plugin_with_secrets_printing_the_password_is_scrubbed() {
         !err.message.contains("pw-canary") && !err.message.contains("YWRtaW46cHctY2FuYXJ5"),
         "{err}"
     );
+}
+
+#[test]
+fn a_bmc_stuck_in_powering_on_or_trickling_its_body_cannot_hold_a_run_past_the_deadline() {
+    // Fault server: sushy-tools neither stalls a power change nor trickles.
+    // One system stays `PoweringOn` whatever it is asked; the other sends
+    // its system document a byte every 200 ms (about 80 s in all, each
+    // request within the client's 30 s timeout, retried).
+    let stuck = FaultServer::start(|s| match s.method.as_str() {
+        "POST" if s.path.contains("Sessions") => Some((404, vec![], String::new())),
+        "POST" => Some((204, vec![], String::new())),
+        _ => json(200, system_doc("PoweringOn")),
+    });
+    let slow = FaultServer::start(|s| match s.method.as_str() {
+        "POST" if s.path.contains("Sessions") => Some((404, vec![], String::new())),
+        _ => trickled(200, system_doc("Off"), 200),
+    });
+    let node = |name: &str, port: u16| {
+        format!(
+            "[[node]]\nname = \"{name}\"\ndriver = \"redfish\"\n\
+             bmc = {{ address = \"redfish+http://127.0.0.1:{port}/redfish/v1/Systems/1\", username = \"admin\", password_env = \"RIVET_TEST_PW\" }}\n\
+             desired = {{ power = \"on\" }}\n"
+        )
+    };
+    let fleet = TempFleet::new(&[
+        ("rivet.toml", "[conductor]\noperation_timeout = \"3s\"\n"),
+        (
+            "nodes/n.toml",
+            &format!("{}\n{}", node("stuck", stuck.port), node("slow", slow.port)),
+        ),
+    ]);
+    let started = std::time::Instant::now();
+    let out = run(fleet.path(), &["reconcile"], &[("RIVET_TEST_PW", "pw")]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // Both nodes run in parallel: one deadline, plus start-up and writes.
+    assert!(
+        took < Duration::from_secs(3 + 12),
+        "took {took:?}: {stdout}"
+    );
+    let status = run(fleet.path(), &["status", "--format", "json"], &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let last_error = |name: &str| {
+        doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .and_then(|n| n["last_error"].as_str())
+            .unwrap_or_else(|| panic!("{name} has a last_error: {doc}"))
+            .to_string()
+    };
+    let stuck_error = last_error("stuck");
+    assert!(stuck_error.starts_with("power "), "{stuck_error}");
+    let slow_error = last_error("slow");
+    assert!(slow_error.starts_with("verify"), "{slow_error}");
+    for error in [stuck_error, slow_error] {
+        assert!(
+            error.contains("did not finish within 3s")
+                && error.contains("`[conductor] operation_timeout`"),
+            "{error}"
+        );
+    }
 }

@@ -29,6 +29,10 @@ pub struct Conductor {
     /// Events kept per node; `None` keeps every event.
     pub history_max_entries: Option<usize>,
     pub history_cleanup_interval: Duration,
+    /// The total deadline of one power, boot or media operation.
+    pub operation_timeout: Duration,
+    /// The total deadline of one deploy step.
+    pub deploy_step_timeout: Duration,
 }
 
 /// A rollout group.
@@ -103,6 +107,8 @@ impl Builder {
                 None => Some(300),
             },
             history_cleanup_interval: Duration::from_secs(3600),
+            operation_timeout: Duration::from_secs(300),
+            deploy_step_timeout: Duration::from_secs(1800),
         };
         // Only rivet.toml has a [conductor]; without the file there is nothing to check.
         let Some(file) = file else {
@@ -165,6 +171,28 @@ impl Builder {
             )
         {
             conductor.history_cleanup_interval = d;
+        }
+        if let Some(limit) = &decl.operation_timeout
+            && let Some(d) = self.positive_duration(
+                file,
+                limit,
+                "operation_timeout",
+                "`5m` or `90s`",
+                "; zero would fail every operation",
+            )
+        {
+            conductor.operation_timeout = d;
+        }
+        if let Some(limit) = &decl.deploy_step_timeout
+            && let Some(d) = self.positive_duration(
+                file,
+                limit,
+                "deploy_step_timeout",
+                "`30m` or `2h`",
+                "; zero would fail every deploy step",
+            )
+        {
+            conductor.deploy_step_timeout = d;
         }
         if let Some(gap) = &decl.ipmi_min_command_interval {
             // Zero is allowed: it turns the pause off for BMCs that keep up.
