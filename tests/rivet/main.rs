@@ -2,6 +2,9 @@
 
 mod api;
 mod api_baremetal;
+mod api_fuzz;
+#[path = "../common/api_fuzz.rs"]
+mod api_fuzz_cases;
 mod api_live;
 mod claims;
 mod cli;
