@@ -6,6 +6,7 @@ mod api_fuzz;
 #[path = "../common/api_fuzz.rs"]
 mod api_fuzz_cases;
 mod api_live;
+mod canary;
 mod claims;
 mod cli;
 mod composition;
