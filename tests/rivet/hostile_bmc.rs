@@ -174,9 +174,15 @@ fn a_self_signed_certificate_says_what_to_set() {
     );
 }
 
-#[test]
-fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
-    // Fault server: sushy-tools offers no SessionService.
+/// Logins made and sessions still open on a `session_bmc`.
+struct Sessions {
+    logins: Arc<AtomicUsize>,
+    live: Arc<std::sync::Mutex<std::collections::BTreeSet<usize>>>,
+}
+
+/// A Redfish BMC with a SessionService (sushy-tools offers none): every
+/// login is a numbered session until it is deleted; systems power as told.
+fn session_bmc() -> (FaultServer, Sessions) {
     let logins = Arc::new(AtomicUsize::new(0));
     let live = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let (counter, sessions) = (Arc::clone(&logins), Arc::clone(&live));
@@ -215,6 +221,11 @@ fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
             }),
         )
     });
+    (server, Sessions { logins, live })
+}
+
+/// Three nodes behind `server`, one system each.
+fn three_session_nodes(server: &FaultServer, desired: &str) -> TempFleet {
     let address = format!(
         "redfish+http://127.0.0.1:{}/redfish/v1/Systems/",
         server.port
@@ -222,11 +233,17 @@ fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
     let nodes: String = (1..=3)
         .map(|i| {
             format!(
-                "[[node]]\nname = \"n{i}\"\ndriver = \"redfish\"\nbmc = {{ address = \"{address}{i}\", username = \"admin\", password_file = \"bmc.pass\" }}\n"
+                "[[node]]\nname = \"n{i}\"\ndriver = \"redfish\"\nbmc = {{ address = \"{address}{i}\", username = \"admin\", password_file = \"bmc.pass\" }}\n{desired}"
             )
         })
         .collect();
-    let dir = TempFleet::new(&[("nodes/n.toml", &nodes), ("bmc.pass", "pw-canary\n")]);
+    TempFleet::new(&[("nodes/n.toml", &nodes), ("bmc.pass", "pw-canary\n")])
+}
+
+#[test]
+fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
+    let (server, Sessions { logins, live }) = session_bmc();
+    let dir = three_session_nodes(&server, "");
     let conductor = rivet::conductor::Conductor::open(dir.path()).unwrap();
     rt().block_on(async {
         // A pass enrolls the nodes, so that sweeps read them.
@@ -348,4 +365,37 @@ fn a_bmc_stuck_in_powering_on_or_trickling_its_body_cannot_hold_a_run_past_the_d
             "{error}"
         );
     }
+}
+
+#[test]
+fn rivet_reconcile_deletes_its_redfish_sessions_before_it_exits() {
+    let (server, Sessions { logins, live }) = session_bmc();
+    let dir = three_session_nodes(&server, "desired = { power = \"off\" }\n");
+    let plan = run(dir.path(), &["reconcile", "--dry-run", "--refresh"], &[]);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert_eq!(logins.load(Ordering::SeqCst), 1, "the refresh logged in");
+    assert!(
+        live.lock().unwrap().is_empty(),
+        "the refresh's session was deleted"
+    );
+    let out = run(dir.path(), &["reconcile"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
+        2,
+        "one login for the converge of three systems behind one BMC"
+    );
+    assert!(server.requests("POST", "ComputerSystem.Reset").len() >= 1);
+    assert!(
+        live.lock().unwrap().is_empty(),
+        "the converge's session was deleted"
+    );
 }
