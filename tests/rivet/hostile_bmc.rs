@@ -399,3 +399,48 @@ fn rivet_reconcile_deletes_its_redfish_sessions_before_it_exits() {
         "the converge's session was deleted"
     );
 }
+
+#[test]
+fn a_deploy_step_that_never_ends_fails_at_deploy_step_timeout() {
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\ndeploy_step_timeout = \"2s\"\n\n[hardware]\nenabled_hardware_types = [\"stalling\"]\nenabled_vendor_interfaces = [\"stall\", \"no-vendor\"]\n",
+        ),
+        (
+            "drivers/stall.toml",
+            "[[hardware_type]]\nname = \"stalling\"\nbase = \"fake-hardware\"\nsupported_vendor_interfaces = [\"stall\"]\n\n\
+             [[interface]]\ntype = \"vendor\"\nname = \"stall\"\nexec = [\"./plugin.sh\"]\ntimeout = \"1h\"\n\n\
+             [[interface.deploy_step]]\nstep = \"flash\"\npriority = 0\n",
+        ),
+        (
+            "nodes/n.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"stalling\"\ndesired = { provision = \"active\" }\n\n\
+             [[node.deploy_steps]]\ninterface = \"vendor\"\nstep = \"flash\"\npriority = 50\n",
+        ),
+        // A plugin that takes an hour to answer.
+        ("plugin.sh", "#!/bin/sh\ncat >/dev/null\nexec sleep 3600\n"),
+    ]);
+    std::fs::set_permissions(
+        fleet.path().join("plugin.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run(fleet.path(), &["reconcile"], &[]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        took < Duration::from_secs(2 + 12),
+        "took {took:?}: {stdout}"
+    );
+    let status = run(fleet.path(), &["status", "--format", "json"], &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let error = doc["nodes"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("vendor.flash: did not finish within 2s")
+            && error.contains("`[conductor] deploy_step_timeout`"),
+        "{doc}"
+    );
+}
