@@ -334,6 +334,10 @@ pub async fn start_api(
     if !local.ip().is_loopback() && state.options.token.is_none() {
         tracing::warn!(addr = %local, "the HTTP API listens beyond this machine without a token: anyone who reaches it can call vendor passthru; set `[conductor] api_token_env`");
     }
+    // `rivet status DIR` asks this address, not `[conductor] http`.
+    if let Err(e) = shared.store.record_api_address(local) {
+        tracing::warn!(error = %e, "cannot record the API's address beside the state file; `rivet status` needs --url");
+    }
     if addr.port() == 0 {
         // The system chose the port: say which at the default level, or
         // nobody can reach the API.

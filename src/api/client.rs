@@ -86,15 +86,28 @@ impl Client {
             })
     }
 
-    /// GET a path such as `/v1/nodes/n1`.
-    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
+    async fn send_get(&self, url: &str) -> Result<reqwest::Response, ClientError> {
+        self.http
+            .get(url)
             .send()
             .await
-            .map_err(|e| self.unreachable(e))?;
+            .map_err(|e| self.unreachable(e))
+    }
+
+    /// GET a path such as `/v1/nodes/n1`.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        let response = self.send_get(&format!("{}{path}", self.base)).await?;
         Ok(self.answer(response).await?.unwrap_or(Value::Null))
+    }
+
+    /// The fleet identity `/healthz` names, whatever its status (a degraded
+    /// daemon still says which fleet it serves); `None` when the answer has
+    /// none (not a rivet daemon, or an older one).
+    pub async fn fleet_identity(&self) -> Result<Option<String>, ClientError> {
+        let response = self.send_get(&format!("{}/healthz", self.base)).await?;
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok(doc["fleet"].as_str().map(str::to_string))
     }
 
     /// Every node, in detail, following the pages.
@@ -102,12 +115,7 @@ impl Client {
         let mut out = Vec::new();
         let mut next = Some(format!("{}/v1/nodes?detail=true", self.base));
         while let Some(url) = next.take() {
-            let response = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| self.unreachable(e))?;
+            let response = self.send_get(&url).await?;
             let page = self.answer(response).await?.unwrap_or(Value::Null);
             if let Some(nodes) = page["nodes"].as_array() {
                 out.extend(nodes.iter().cloned());

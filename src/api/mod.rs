@@ -373,6 +373,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         .map(|e| e.name.to_string())
         .collect();
     let doc = json!({
+        "fleet": state.conductor.fleet_identity(),
         "status": if !healthy { "unhealthy" } else if internal_errors.is_empty() { "ok" } else { "degraded" },
         "internal_errors": internal_errors,
         "store": match &store_check { Ok(()) => "ok".to_string(), Err(e) => e.clone() },

@@ -86,8 +86,10 @@ async fn remote_view(client: &Client, node: Option<&str>) -> Result<View, Client
     })
 }
 
-fn remote(url: &str, token: Option<&str>, node: Option<&str>) -> Result<View, ClientError> {
-    let client = Client::new(url, token)?;
+fn block_on<T>(
+    url: &str,
+    work: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,7 +97,41 @@ fn remote(url: &str, token: Option<&str>, node: Option<&str>) -> Result<View, Cl
             url: url.to_string(),
             message: e.to_string(),
         })?;
-    runtime.block_on(remote_view(&client, node))
+    runtime.block_on(work)
+}
+
+fn remote(url: &str, token: Option<&str>, node: Option<&str>) -> Result<View, ClientError> {
+    let client = Client::new(url, token)?;
+    block_on(url, remote_view(&client, node))
+}
+
+/// The view of the daemon holding `dir`'s state file, asked at `addr` once
+/// it has said it serves that fleet: whatever else listens there is refused.
+fn held(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    identity: &str,
+    token: Option<&str>,
+    node: Option<&str>,
+) -> Result<View, String> {
+    let url = format!("http://{addr}");
+    let ask_it = "the state file is held by a running daemon: ask its API with `rivet status --url http://HOST:PORT`";
+    let client = Client::new(&url, token).map_err(|e| e.to_string())?;
+    let answered = block_on(&url, async {
+        let serves = client.fleet_identity().await?;
+        if serves.as_deref() != Some(identity) {
+            return Ok(None);
+        }
+        remote_view(&client, node).await.map(Some)
+    });
+    match answered {
+        Ok(Some(view)) => Ok(view),
+        Ok(None) => Err(format!(
+            "the API at {url} serves another fleet than {}\n  {ask_it}",
+            dir.display()
+        )),
+        Err(e) => Err(format!("{e}\n  {ask_it}")),
+    }
 }
 
 pub fn status(
@@ -110,14 +146,11 @@ pub fn status(
         None => match local(dir, node) {
             Source::View(view) => Ok(view),
             Source::Failed(message) => Err(message),
-            Source::Locked(addr) => {
-                let url = format!("http://{addr}");
+            Source::Locked { addr, identity } => {
                 eprintln!(
-                    "note: a running daemon holds the state file; asking its API at {url} (choose another with `rivet status --url URL`)"
+                    "note: a running daemon holds the state file; asking its API at http://{addr} (choose another with `rivet status --url URL`)"
                 );
-                remote(&url, token, node).map_err(|e| {
-                    format!("{e}\n  the state file is held by a running daemon: ask its API with `rivet status --url http://HOST:PORT`")
-                })
+                held(dir, addr, &identity, token, node)
             }
         },
     };
@@ -236,14 +269,10 @@ pub fn passthru(args: &PassthruArgs) -> std::io::Result<ExitCode> {
         }
     }
     let result = Client::new(&args.url, args.token.as_deref()).and_then(|client| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ClientError::Unreachable {
-                url: args.url.clone(),
-                message: e.to_string(),
-            })?;
-        runtime.block_on(client.passthru(&args.node, &args.method, &args.http_method, &map))
+        block_on(
+            &args.url,
+            client.passthru(&args.node, &args.method, &args.http_method, &map),
+        )
     });
     match result {
         Ok(CallResult::Returned(value)) => {

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::context::context;
+use super::context;
 use super::plan::{PlanError, Planned, plan_fleet};
 use crate::plan::Plan;
 use crate::reconcile::journal::Journal;
+use crate::reconcile::locks::{LocalLocks, NodeLocks};
 use crate::reconcile::pass::{PassOptions, has_work, run_pass};
 use crate::reconcile::{Progress, Stop};
 use crate::store::Store;
@@ -73,6 +74,10 @@ pub async fn converge_once(
         return Ok(report);
     }
     let journal = Journal::start(Arc::clone(&store));
+    // One set of drivers for every pass, so a BMC's login is made once and
+    // deleted before the converge returns.
+    let registry = Arc::new(context::registry(&fleet, false));
+    let locks: Arc<dyn NodeLocks> = Arc::new(LocalLocks::default());
     let mut fleet = Arc::new(fleet);
     // Nodes whose history grew, for pruning at the end.
     let mut touched: Vec<String> = Vec::new();
@@ -80,7 +85,12 @@ pub async fn converge_once(
         if !has_work(&plan, &snapshot) {
             break;
         }
-        let ctx = context(Arc::clone(&fleet), journal.clone());
+        let ctx = context::with(
+            Arc::clone(&fleet),
+            Arc::clone(&registry),
+            journal.clone(),
+            Arc::clone(&locks),
+        );
         let _ = events.send(ConvergeEvent::Pass(Box::new(plan.clone())));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let forward = events.clone();
@@ -96,7 +106,13 @@ pub async fn converge_once(
         };
         let pass = run_pass(ctx, &plan, &snapshot, options, stop.clone(), Some(tx)).await;
         let _ = forwarding.await;
-        let pass = pass.map_err(|e| PlanError::Pass(e.to_string()))?;
+        let pass = match pass {
+            Ok(pass) => pass,
+            Err(e) => {
+                registry.close().await;
+                return Err(PlanError::Pass(e.to_string()));
+            }
+        };
         if !pass.resumed.is_empty() {
             let _ = events.send(ConvergeEvent::Resumed(pass.resumed.len()));
         }
@@ -127,6 +143,7 @@ pub async fn converge_once(
             Err(_) => break,
         }
     }
+    registry.close().await;
     journal.close();
     if let Some(keep) = fleet.conductor.history_max_entries {
         touched.sort();

@@ -150,6 +150,12 @@ impl Conductor {
         )
     }
 
+    /// The fleet this conductor serves, as `/healthz` names it
+    /// (`status::fleet_identity`).
+    pub fn fleet_identity(&self) -> String {
+        status::fleet_identity(&self.dir, self.store.path())
+    }
+
     pub fn watcher_alive(&self) -> bool {
         self.watcher_alive.load(Ordering::SeqCst)
     }

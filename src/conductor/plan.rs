@@ -81,12 +81,11 @@ pub fn plan_loaded(
             .enable_all()
             .build()
             .map_err(|e| PlanError::SavedPlan(format!("cannot start the async runtime: {e}")))?;
-        runtime.block_on(plan::refresh(
-            &fleet,
-            &registry,
-            &mut observed,
-            &mut warnings,
-        ));
+        runtime.block_on(async {
+            plan::refresh(&fleet, &registry, &mut observed, &mut warnings).await;
+            // A Redfish login of the refresh is not left open on the BMC.
+            registry.close().await;
+        });
     }
     let mut plan = plan::build(&fleet, &observed, warnings).map_err(PlanError::Invalid)?;
     let previous = plan::previous_declarations(&fleet, &snapshot, || match store {

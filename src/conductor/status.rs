@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::model::fleet::load;
 use crate::store::records::{Event, NodeRecord};
-use crate::store::{Snapshot, StoreError, read_history};
+use crate::store::{Snapshot, StoreError, api_address, read_history};
 
 /// How many history events `rivet status NODE` shows.
 pub const RECENT_HISTORY: usize = 20;
@@ -23,9 +23,27 @@ pub struct View {
 /// Where a status comes from.
 pub enum Source {
     View(View),
-    /// A daemon holds the state file; its API is expected at this address.
-    Locked(std::net::SocketAddr),
+    /// A daemon holds the state file; its API is expected at this address
+    /// (the one it recorded beside the state file, else `[conductor] http`)
+    /// and answers with this fleet identity.
+    Locked {
+        addr: std::net::SocketAddr,
+        identity: String,
+    },
     Failed(String),
+}
+
+/// Which fleet a daemon serves: a digest of its declaration directory and
+/// its state file, both canonical, so that `rivet status DIR` can tell DIR's
+/// daemon from another fleet's answering at the address it asked.
+pub fn fleet_identity(dir: &Path, state: &Path) -> String {
+    use sha2::Digest;
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut digest = sha2::Sha256::new();
+    digest.update(canonical(dir).as_os_str().as_encoded_bytes());
+    digest.update([0]);
+    digest.update(canonical(state).as_os_str().as_encoded_bytes());
+    hex::encode(&digest.finalize()[..16])
 }
 
 /// A node's status document: its record, or what an unconverged node is.
@@ -76,7 +94,12 @@ pub fn local(dir: &Path, node: Option<&str>) -> Source {
     let state = &fleet.conductor.state;
     let snapshot = match Snapshot::read(state) {
         Ok(s) => s,
-        Err(StoreError::Locked { .. }) => return Source::Locked(fleet.conductor.http),
+        Err(StoreError::Locked { .. }) => {
+            return Source::Locked {
+                addr: api_address(state).unwrap_or(fleet.conductor.http),
+                identity: fleet_identity(dir, state),
+            };
+        }
         Err(e) => return Source::Failed(e.to_string()),
     };
     let mut names: Vec<String> = fleet.nodes.iter().map(|n| n.name.clone()).collect();

@@ -71,6 +71,13 @@ pub struct ConductorDecl {
     /// e.g. `1h`, `1d`. Default `1h`. (`rivet reconcile` prunes the nodes it
     /// converged when it ends.)
     pub history_cleanup_interval: Option<Sp<String>>,
+    /// The most one power, boot or virtual media operation of a converge may
+    /// take, its retries included, e.g. `5m`, `90s`. Default `5m`: past it
+    /// the node fails and the run moves on.
+    pub operation_timeout: Option<Sp<String>>,
+    /// The most one deploy step may take, its retries included, e.g. `30m`,
+    /// `2h`. Default `30m`.
+    pub deploy_step_timeout: Option<Sp<String>>,
 }
 
 /// `[hardware]`: which hardware types and interfaces are enabled, and the

@@ -203,8 +203,30 @@ fn on_failure(record: &mut NodeRecord, verb: Option<Verb>, error: &str) {
     record.updated_at = Some(now());
 }
 
-/// Run one operation, retrying retryable errors with backoff.
+/// Run one operation within its total deadline (`[conductor]
+/// operation_timeout`, or `deploy_step_timeout` for a deploy step): a BMC
+/// that trickles, stalls or never reaches the state asked for fails the node
+/// instead of holding the run.
 async fn execute(ctx: &Ctx, node: &Node, op: &Op) -> Result<Reading, DriverError> {
+    let conductor = &ctx.fleet.conductor;
+    let (deadline, setting) = match op {
+        Op::Step { .. } => (conductor.deploy_step_timeout, "deploy_step_timeout"),
+        _ => (conductor.operation_timeout, "operation_timeout"),
+    };
+    match tokio::time::timeout(deadline, execute_with_retries(ctx, node, op)).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(node = %node.name, op = %op.label(), deadline = ?deadline, "operation deadline passed");
+            Err(DriverError::fatal(format!(
+                "did not finish within {} (its retries included); raise `[conductor] {setting}` if this BMC needs longer",
+                humantime::format_duration(deadline)
+            )))
+        }
+    }
+}
+
+/// Run one operation, retrying retryable errors with backoff.
+async fn execute_with_retries(ctx: &Ctx, node: &Node, op: &Op) -> Result<Reading, DriverError> {
     let mut failures = 0;
     loop {
         let result = super::unwind::caught(execute_once(ctx, node, op))

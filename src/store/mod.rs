@@ -159,8 +159,28 @@ fn this_command() -> String {
     }
 }
 
+/// Beside the state file while the process holding it serves the API: the
+/// address it listens on, so that `rivet status` asks that process and no
+/// other.
+fn api_file(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".api");
+    PathBuf::from(name)
+}
+
+/// The API address the holder of the state file at `path` recorded, if it
+/// serves one.
+pub fn api_address(path: &Path) -> Option<std::net::SocketAddr> {
+    std::fs::read_to_string(api_file(path))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(api_file(&self.path));
         let _ = std::fs::remove_file(holder_file(&self.path));
     }
 }
@@ -198,6 +218,13 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Record the address the API of this process listens on (see
+    /// `api_address`); removed when the store closes.
+    pub fn record_api_address(&self, addr: std::net::SocketAddr) -> Result<(), StoreError> {
+        std::fs::write(api_file(&self.path), format!("{addr}\n"))
+            .map_err(|e| StoreError::other(&self.path, e))
     }
 
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
@@ -681,6 +708,19 @@ mod tests {
             !holder_file(&path).exists(),
             "the holder note goes with the store"
         );
+    }
+
+    #[test]
+    fn the_recorded_api_address_lasts_as_long_as_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(api_address(&path), None);
+        let addr: std::net::SocketAddr = "127.0.0.1:47113".parse().unwrap();
+        store.record_api_address(addr).unwrap();
+        assert_eq!(api_address(&path), Some(addr));
+        drop(store);
+        assert_eq!(api_address(&path), None, "the address goes with the store");
     }
 
     #[test]

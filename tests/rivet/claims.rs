@@ -46,6 +46,8 @@ fn the_documented_conductor_defaults_hold() {
     assert_eq!(c.ipmi_min_command_interval, Duration::from_secs(5));
     assert_eq!(c.history_max_entries, Some(300));
     assert_eq!(c.history_cleanup_interval, Duration::from_secs(3600));
+    assert_eq!(c.operation_timeout, Duration::from_secs(300));
+    assert_eq!(c.deploy_step_timeout, Duration::from_secs(1800));
     assert!(c.api_token_env.is_none() && !c.api_token_reads);
 
     // `history_max_entries = 0` keeps every event.
@@ -147,6 +149,77 @@ fn rivet_status_asks_the_running_daemon_by_itself() {
     assert_eq!(nodes[0]["name"], "n1");
     assert_eq!(nodes[0]["provision_state"], "manageable");
     daemon.stop();
+}
+
+/// `rivet status DIR` can show another fleet: DIR's daemon serves elsewhere
+/// (`--http`) while another fleet's daemon answers at DIR's
+/// `[conductor] http`. Status asks the address DIR's daemon recorded, and
+/// refuses an answer from a daemon of another fleet.
+#[test]
+fn rivet_status_never_shows_another_fleet() {
+    let configured = free_port();
+    let fleet_of = |node: &str| {
+        TempFleet::new(&[
+            (
+                "rivet.toml",
+                &format!(
+                    "[conductor]\nhttp = \"127.0.0.1:{configured}\"\npower_sync_interval = \"1h\"\n"
+                ),
+            ),
+            (
+                "nodes/a.toml",
+                &format!(
+                    "[[node]]\nname = \"{node}\"\ndriver = \"fake-hardware\"\ndesired = {{ provision = \"manageable\" }}\n"
+                ),
+            ),
+        ])
+    };
+    let a = fleet_of("a-node");
+    let b = fleet_of("b-node");
+    let a_daemon =
+        DaemonProcess::start_with(a.path(), "info", &[], &["--http", "127.0.0.1:0"], WAIT);
+    let a_addr = a_daemon.http_addr();
+    let b_daemon = DaemonProcess::start_with(
+        b.path(),
+        "info",
+        &[],
+        &["--http", &format!("127.0.0.1:{configured}")],
+        WAIT,
+    );
+    b_daemon.http_addr();
+    a_daemon.wait_for("A's first pass", |l| l.contains("converge pass done"), WAIT);
+
+    let out = rivet(a.path(), &["status", "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("asking its API at http://{a_addr}")),
+        "{stderr}"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a-node"], "{doc}");
+
+    // Without the recorded address, status falls back to `[conductor] http`,
+    // where fleet B answers: refused, never B's nodes.
+    let recorded = a.path().join(".rivet/state.redb.api");
+    assert!(recorded.exists(), "the daemon records its API address");
+    std::fs::remove_file(&recorded).unwrap();
+    let out = rivet(a.path(), &["status", "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("serves another fleet"), "{stderr}");
+    assert!(stderr.contains("rivet status --url"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("b-node"));
+
+    a_daemon.stop();
+    b_daemon.stop();
+    assert!(!recorded.exists());
 }
 
 #[test]

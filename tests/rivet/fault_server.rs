@@ -25,6 +25,10 @@ impl Seen {
     }
 }
 
+/// An extra header of an `Answer` that the server does not send: its value
+/// in milliseconds is the pause after each byte of the body.
+pub const TRICKLE: &str = "x-fault-trickle-ms";
+
 /// What to answer: status, extra headers, body; `None` = never answer.
 pub type Answer = Option<(u16, Vec<(String, String)>, String)>;
 
@@ -84,12 +88,31 @@ impl FaultServer {
                                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                                 body.len()
                             );
+                            let mut trickle = None;
                             for (k, v) in extra {
+                                if k == TRICKLE {
+                                    trickle = v.parse().ok().map(std::time::Duration::from_millis);
+                                    continue;
+                                }
                                 head.push_str(&format!("{k}: {v}\r\n"));
                             }
                             head.push_str("\r\n");
                             let _ = stream.write_all(head.as_bytes());
-                            let _ = stream.write_all(body.as_bytes());
+                            match trickle {
+                                None => {
+                                    let _ = stream.write_all(body.as_bytes());
+                                }
+                                // A slow BMC: one byte per pause, while the
+                                // client keeps the connection.
+                                Some(pause) => {
+                                    for byte in body.as_bytes() {
+                                        if stream.write_all(&[*byte]).is_err() {
+                                            break;
+                                        }
+                                        std::thread::sleep(pause);
+                                    }
+                                }
+                            }
                         }
                     }
                 });
@@ -107,6 +130,18 @@ impl FaultServer {
             .cloned()
             .collect()
     }
+}
+
+/// `body` as JSON, one byte every `pause_ms`.
+pub fn trickled(status: u16, body: serde_json::Value, pause_ms: u64) -> Answer {
+    Some((
+        status,
+        vec![
+            ("Content-Type".into(), "application/json".into()),
+            (TRICKLE.into(), pause_ms.to_string()),
+        ],
+        body.to_string(),
+    ))
 }
 
 pub fn json(status: u16, body: serde_json::Value) -> Answer {

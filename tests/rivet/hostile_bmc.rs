@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use rivet::vocab::PowerState;
 
-use crate::fault_server::{FaultServer, json};
+use crate::fault_server::{FaultServer, json, trickled};
 use crate::redfish::{fault_node, read_power, registry, run, short, system_doc};
 use crate::support::{TempFleet, rt};
 
@@ -174,9 +174,15 @@ fn a_self_signed_certificate_says_what_to_set() {
     );
 }
 
-#[test]
-fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
-    // Fault server: sushy-tools offers no SessionService.
+/// Logins made and sessions still open on a `session_bmc`.
+struct Sessions {
+    logins: Arc<AtomicUsize>,
+    live: Arc<std::sync::Mutex<std::collections::BTreeSet<usize>>>,
+}
+
+/// A Redfish BMC with a SessionService (sushy-tools offers none): every
+/// login is a numbered session until it is deleted; systems power as told.
+fn session_bmc() -> (FaultServer, Sessions) {
     let logins = Arc::new(AtomicUsize::new(0));
     let live = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let (counter, sessions) = (Arc::clone(&logins), Arc::clone(&live));
@@ -215,6 +221,11 @@ fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
             }),
         )
     });
+    (server, Sessions { logins, live })
+}
+
+/// Three nodes behind `server`, one system each.
+fn three_session_nodes(server: &FaultServer, desired: &str) -> TempFleet {
     let address = format!(
         "redfish+http://127.0.0.1:{}/redfish/v1/Systems/",
         server.port
@@ -222,11 +233,17 @@ fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
     let nodes: String = (1..=3)
         .map(|i| {
             format!(
-                "[[node]]\nname = \"n{i}\"\ndriver = \"redfish\"\nbmc = {{ address = \"{address}{i}\", username = \"admin\", password_file = \"bmc.pass\" }}\n"
+                "[[node]]\nname = \"n{i}\"\ndriver = \"redfish\"\nbmc = {{ address = \"{address}{i}\", username = \"admin\", password_file = \"bmc.pass\" }}\n{desired}"
             )
         })
         .collect();
-    let dir = TempFleet::new(&[("nodes/n.toml", &nodes), ("bmc.pass", "pw-canary\n")]);
+    TempFleet::new(&[("nodes/n.toml", &nodes), ("bmc.pass", "pw-canary\n")])
+}
+
+#[test]
+fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
+    let (server, Sessions { logins, live }) = session_bmc();
+    let dir = three_session_nodes(&server, "");
     let conductor = rivet::conductor::Conductor::open(dir.path()).unwrap();
     rt().block_on(async {
         // A pass enrolls the nodes, so that sweeps read them.
@@ -283,5 +300,147 @@ fn a_plugin_with_secrets_printing_the_password_is_scrubbed() {
     assert!(
         !err.message.contains("pw-canary") && !err.message.contains("YWRtaW46cHctY2FuYXJ5"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_bmc_stuck_in_powering_on_or_trickling_its_body_cannot_hold_a_run_past_the_deadline() {
+    // Fault server: sushy-tools neither stalls a power change nor trickles.
+    // One system stays `PoweringOn` whatever it is asked; the other sends
+    // its system document a byte every 200 ms (about 80 s in all, each
+    // request within the client's 30 s timeout, retried).
+    let stuck = FaultServer::start(|s| match s.method.as_str() {
+        "POST" if s.path.contains("Sessions") => Some((404, vec![], String::new())),
+        "POST" => Some((204, vec![], String::new())),
+        _ => json(200, system_doc("PoweringOn")),
+    });
+    let slow = FaultServer::start(|s| match s.method.as_str() {
+        "POST" if s.path.contains("Sessions") => Some((404, vec![], String::new())),
+        _ => trickled(200, system_doc("Off"), 200),
+    });
+    let node = |name: &str, port: u16| {
+        format!(
+            "[[node]]\nname = \"{name}\"\ndriver = \"redfish\"\n\
+             bmc = {{ address = \"redfish+http://127.0.0.1:{port}/redfish/v1/Systems/1\", username = \"admin\", password_env = \"RIVET_TEST_PW\" }}\n\
+             desired = {{ power = \"on\" }}\n"
+        )
+    };
+    let fleet = TempFleet::new(&[
+        ("rivet.toml", "[conductor]\noperation_timeout = \"3s\"\n"),
+        (
+            "nodes/n.toml",
+            &format!("{}\n{}", node("stuck", stuck.port), node("slow", slow.port)),
+        ),
+    ]);
+    let started = std::time::Instant::now();
+    let out = run(fleet.path(), &["reconcile"], &[("RIVET_TEST_PW", "pw")]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // Both nodes run in parallel: one deadline, plus start-up and writes.
+    assert!(
+        took < Duration::from_secs(3 + 12),
+        "took {took:?}: {stdout}"
+    );
+    let status = run(fleet.path(), &["status", "--format", "json"], &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let last_error = |name: &str| {
+        doc["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .and_then(|n| n["last_error"].as_str())
+            .unwrap_or_else(|| panic!("{name} has a last_error: {doc}"))
+            .to_string()
+    };
+    let stuck_error = last_error("stuck");
+    assert!(stuck_error.starts_with("power "), "{stuck_error}");
+    let slow_error = last_error("slow");
+    assert!(slow_error.starts_with("verify"), "{slow_error}");
+    for error in [stuck_error, slow_error] {
+        assert!(
+            error.contains("did not finish within 3s")
+                && error.contains("`[conductor] operation_timeout`"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn rivet_reconcile_deletes_its_redfish_sessions_before_it_exits() {
+    let (server, Sessions { logins, live }) = session_bmc();
+    let dir = three_session_nodes(&server, "desired = { power = \"off\" }\n");
+    let plan = run(dir.path(), &["reconcile", "--dry-run", "--refresh"], &[]);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert_eq!(logins.load(Ordering::SeqCst), 1, "the refresh logged in");
+    assert!(
+        live.lock().unwrap().is_empty(),
+        "the refresh's session was deleted"
+    );
+    let out = run(dir.path(), &["reconcile"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
+        2,
+        "one login for the converge of three systems behind one BMC"
+    );
+    assert!(!server.requests("POST", "ComputerSystem.Reset").is_empty());
+    assert!(
+        live.lock().unwrap().is_empty(),
+        "the converge's session was deleted"
+    );
+}
+
+#[test]
+fn a_deploy_step_that_never_ends_fails_at_deploy_step_timeout() {
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\ndeploy_step_timeout = \"2s\"\n\n[hardware]\nenabled_hardware_types = [\"stalling\"]\nenabled_vendor_interfaces = [\"stall\", \"no-vendor\"]\n",
+        ),
+        (
+            "drivers/stall.toml",
+            "[[hardware_type]]\nname = \"stalling\"\nbase = \"fake-hardware\"\nsupported_vendor_interfaces = [\"stall\"]\n\n\
+             [[interface]]\ntype = \"vendor\"\nname = \"stall\"\nexec = [\"./plugin.sh\"]\ntimeout = \"1h\"\n\n\
+             [[interface.deploy_step]]\nstep = \"flash\"\npriority = 0\n",
+        ),
+        (
+            "nodes/n.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"stalling\"\ndesired = { provision = \"active\" }\n\n\
+             [[node.deploy_steps]]\ninterface = \"vendor\"\nstep = \"flash\"\npriority = 50\n",
+        ),
+        // A plugin that takes an hour to answer.
+        ("plugin.sh", "#!/bin/sh\ncat >/dev/null\nexec sleep 3600\n"),
+    ]);
+    std::fs::set_permissions(
+        fleet.path().join("plugin.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run(fleet.path(), &["reconcile"], &[]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        took < Duration::from_secs(2 + 12),
+        "took {took:?}: {stdout}"
+    );
+    let status = run(fleet.path(), &["status", "--format", "json"], &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let error = doc["nodes"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("vendor.flash: did not finish within 2s")
+            && error.contains("`[conductor] deploy_step_timeout`"),
+        "{doc}"
     );
 }

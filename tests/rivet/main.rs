@@ -4,8 +4,12 @@ mod api;
 mod api_baremetal;
 mod api_baremetal_resources;
 mod api_filters;
+mod api_fuzz;
+#[path = "../common/api_fuzz.rs"]
+mod api_fuzz_cases;
 mod api_live;
 mod api_resources;
+mod canary;
 mod claims;
 mod cli;
 mod composition;

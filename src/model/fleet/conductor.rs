@@ -29,6 +29,10 @@ pub struct Conductor {
     /// Events kept per node; `None` keeps every event.
     pub history_max_entries: Option<usize>,
     pub history_cleanup_interval: Duration,
+    /// The total deadline of one power, boot or media operation.
+    pub operation_timeout: Duration,
+    /// The total deadline of one deploy step.
+    pub deploy_step_timeout: Duration,
 }
 
 /// A rollout group.
@@ -103,6 +107,8 @@ impl Builder {
                 None => Some(300),
             },
             history_cleanup_interval: Duration::from_secs(3600),
+            operation_timeout: Duration::from_secs(300),
+            deploy_step_timeout: Duration::from_secs(1800),
         };
         // Only rivet.toml has a [conductor]; without the file there is nothing to check.
         let Some(file) = file else {
@@ -149,22 +155,44 @@ impl Builder {
                 conductor.power_sync_workers = *n.value();
             }
         }
-        if let Some(interval) = &decl.power_sync_interval
-            && let Some(d) =
-                self.positive_duration(file, interval, "power_sync_interval", "`120s` or `5m`", "")
-        {
-            conductor.power_sync_interval = d;
-        }
-        if let Some(interval) = &decl.history_cleanup_interval
-            && let Some(d) = self.positive_duration(
-                file,
-                interval,
+        // The durations that must be longer than zero: (the value, its key,
+        // examples, what else to say about zero, where it goes).
+        let positive = [
+            (
+                &decl.power_sync_interval,
+                "power_sync_interval",
+                "`120s` or `5m`",
+                "",
+                &mut conductor.power_sync_interval,
+            ),
+            (
+                &decl.history_cleanup_interval,
                 "history_cleanup_interval",
                 "`1h` or `1d`",
                 "; to keep every event, set `history_max_entries = 0`",
-            )
-        {
-            conductor.history_cleanup_interval = d;
+                &mut conductor.history_cleanup_interval,
+            ),
+            (
+                &decl.operation_timeout,
+                "operation_timeout",
+                "`5m` or `90s`",
+                "; zero would fail every operation",
+                &mut conductor.operation_timeout,
+            ),
+            (
+                &decl.deploy_step_timeout,
+                "deploy_step_timeout",
+                "`30m` or `2h`",
+                "; zero would fail every deploy step",
+                &mut conductor.deploy_step_timeout,
+            ),
+        ];
+        for (value, key, examples, zero_help, target) in positive {
+            if let Some(value) = value
+                && let Some(d) = self.positive_duration(file, value, key, examples, zero_help)
+            {
+                *target = d;
+            }
         }
         if let Some(gap) = &decl.ipmi_min_command_interval {
             // Zero is allowed: it turns the pause off for BMCs that keep up.
