@@ -9,6 +9,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::raw::{HardwareTypeDecl, InterfaceDecl, NodeDecl, RivetFile, TemplateDecl};
+use super::secret::{is_secret_key, redact_parsed, redact_unparsable};
 use crate::diag::{self, Loc, Problem, SourceFile};
 
 /// Everything read from a fleet directory, before semantic validation.
@@ -107,96 +108,25 @@ fn load_files(root: &Path, files: &Files) -> RawFleet {
     }
 
     let rivet_path = root.join("rivet.toml");
-    if files.exists(root, &rivet_path)
-        && let Some(file) = read_source(files, root, &rivet_path, &mut fleet)
-        && let Some(table) = parse(&file, &mut fleet.problems)
-    {
-        let parsed = deserialize::<RivetFile>(&file, 0..0, table, &mut fleet.problems);
-        fleet.rivet = parsed.map(|r| (Arc::clone(&file), r));
+    if files.exists(root, &rivet_path) {
+        each_parsed(
+            files,
+            root,
+            &rivet_path,
+            &mut fleet,
+            |fleet, file, table| {
+                let parsed = deserialize::<RivetFile>(file, 0..0, table, &mut fleet.problems);
+                fleet.rivet = parsed.map(|r| (Arc::clone(file), r));
+            },
+        );
     }
 
     for path in files.toml_files(&root.join("drivers"), 1, &mut fleet, root) {
-        let Some(file) = read_source(files, root, &path, &mut fleet) else {
-            continue;
-        };
-        let Some(table) = parse(&file, &mut fleet.problems) else {
-            continue;
-        };
-        let table = table.into_inner();
-        for (key, value) in table {
-            let items = match key.get_ref().as_ref() {
-                "hardware_type" | "interface" | "deploy_template" => {
-                    match array_of_tables(&file, key.get_ref(), value, &mut fleet.problems) {
-                        Some(items) => items,
-                        None => continue,
-                    }
-                }
-                other => {
-                    fleet.problems.push(unknown_top_key(
-                        &file,
-                        key.span(),
-                        other,
-                        &["hardware_type", "interface", "deploy_template"],
-                        "a driver file holds [[hardware_type]], [[interface]] and [[deploy_template]] tables",
-                    ));
-                    continue;
-                }
-            };
-            for item in items {
-                match key.get_ref().as_ref() {
-                    "hardware_type" => {
-                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
-                        {
-                            fleet.hardware_types.push((Arc::clone(&file), d));
-                        }
-                    }
-                    "interface" => {
-                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
-                        {
-                            fleet.interfaces.push((Arc::clone(&file), d));
-                        }
-                    }
-                    _ => {
-                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
-                        {
-                            fleet.templates.push((Arc::clone(&file), d));
-                        }
-                    }
-                }
-            }
-        }
+        each_parsed(files, root, &path, &mut fleet, driver_file);
     }
 
     for path in files.toml_files(&root.join("nodes"), usize::MAX, &mut fleet, root) {
-        let Some(file) = read_source(files, root, &path, &mut fleet) else {
-            continue;
-        };
-        let Some(table) = parse(&file, &mut fleet.problems) else {
-            continue;
-        };
-        let table = table.into_inner();
-        for (key, value) in table {
-            if key.get_ref() != "node" {
-                fleet.problems.push(unknown_top_key(
-                    &file,
-                    key.span(),
-                    key.get_ref(),
-                    &["node"],
-                    "a node file holds [[node]] tables and nothing else",
-                ));
-                continue;
-            }
-            let Some(items) = array_of_tables(&file, "node", value, &mut fleet.problems) else {
-                continue;
-            };
-            for item in items {
-                if let Some(node) =
-                    deserialize::<NodeDecl>(&file, item.span(), item, &mut fleet.problems)
-                {
-                    fleet.nodes.push((Arc::clone(&file), node));
-                }
-            }
-        }
+        each_parsed(files, root, &path, &mut fleet, node_file);
     }
 
     if fleet.nodes.is_empty() && fleet.problems.is_empty() {
@@ -212,6 +142,75 @@ fn load_files(root: &Path, files: &Files) -> RawFleet {
         );
     }
     fleet
+}
+
+/// The tables of a driver file.
+fn driver_file(fleet: &mut RawFleet, file: &Arc<SourceFile>, table: Spanned<DeTable<'_>>) {
+    for (key, value) in table.into_inner() {
+        let items = match key.get_ref().as_ref() {
+            "hardware_type" | "interface" | "deploy_template" => {
+                match array_of_tables(file, key.get_ref(), value, &mut fleet.problems) {
+                    Some(items) => items,
+                    None => continue,
+                }
+            }
+            other => {
+                fleet.problems.push(unknown_top_key(
+                    file,
+                    key.span(),
+                    other,
+                    &["hardware_type", "interface", "deploy_template"],
+                    "a driver file holds [[hardware_type]], [[interface]] and [[deploy_template]] tables",
+                ));
+                continue;
+            }
+        };
+        for item in items {
+            match key.get_ref().as_ref() {
+                "hardware_type" => {
+                    if let Some(d) = deserialize(file, item.span(), item, &mut fleet.problems) {
+                        fleet.hardware_types.push((Arc::clone(file), d));
+                    }
+                }
+                "interface" => {
+                    if let Some(d) = deserialize(file, item.span(), item, &mut fleet.problems) {
+                        fleet.interfaces.push((Arc::clone(file), d));
+                    }
+                }
+                _ => {
+                    if let Some(d) = deserialize(file, item.span(), item, &mut fleet.problems) {
+                        fleet.templates.push((Arc::clone(file), d));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `[[node]]` tables of a node file.
+fn node_file(fleet: &mut RawFleet, file: &Arc<SourceFile>, table: Spanned<DeTable<'_>>) {
+    for (key, value) in table.into_inner() {
+        if key.get_ref() != "node" {
+            fleet.problems.push(unknown_top_key(
+                file,
+                key.span(),
+                key.get_ref(),
+                &["node"],
+                "a node file holds [[node]] tables and nothing else",
+            ));
+            continue;
+        }
+        let Some(items) = array_of_tables(file, "node", value, &mut fleet.problems) else {
+            continue;
+        };
+        for item in items {
+            if let Some(node) =
+                deserialize::<NodeDecl>(file, item.span(), item, &mut fleet.problems)
+            {
+                fleet.nodes.push((Arc::clone(file), node));
+            }
+        }
+    }
 }
 
 /// `*.toml` files under `dir`, sorted, at most `depth` levels down.
@@ -256,15 +255,17 @@ fn relative(root: &Path, path: &Path) -> String {
         .replace('\\', "/")
 }
 
-/// Read one file and check its syntax; on failure record the problem and
-/// return None. Literal secrets are blanked out of the returned text, which
-/// is what every later parse and diagnostic sees.
-fn read_source(
+/// Read one file, check its syntax, and hand its table to `each` with the
+/// file as it is shown: secrets blanked, which is also the text parsed, so
+/// no secret reaches a value or a message. A file that cannot be read or
+/// does not parse is a problem, and `each` is not called.
+fn each_parsed(
     files: &Files,
     root: &Path,
     path: &Path,
     fleet: &mut RawFleet,
-) -> Option<Arc<SourceFile>> {
+    each: impl FnOnce(&mut RawFleet, &Arc<SourceFile>, Spanned<DeTable<'_>>),
+) {
     let name = relative(root, path);
     let bytes = match files.read(root, path) {
         Ok(bytes) => bytes,
@@ -276,15 +277,15 @@ fn read_source(
                 )
                 .help("check the file exists and is readable by this user"),
             );
-            return None;
+            return;
         }
     };
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(err) => {
             let valid_up_to = err.utf8_error().valid_up_to();
-            let lossy = String::from_utf8_lossy(err.as_bytes()).into_owned();
-            let file = SourceFile::new(name.clone(), path.to_path_buf(), lossy);
+            let lossy = String::from_utf8_lossy(err.as_bytes());
+            let file = SourceFile::new(name.clone(), path.to_path_buf(), redact_unparsable(&lossy));
             // The lossy text maps the valid prefix byte for byte.
             let loc = Loc::new(&file, valid_up_to..valid_up_to + 1);
             fleet.problems.push(
@@ -296,128 +297,43 @@ fn read_source(
                 .help("TOML files must be UTF-8: re-save the file as UTF-8"),
             );
             fleet.files.push(file);
-            return None;
+            return;
         }
     };
-    // Finding secrets needs a parse; most files cannot hold one, and for
-    // those the parse that follows is the only one.
-    let syntax = if may_hold_secret(&text) {
-        DeTable::parse(&text).map(|table| redact_secrets(&text, &table))
-    } else {
-        Ok(text.clone())
-    };
-    let shown = match syntax {
-        Ok(shown) => shown,
+    let raw = SourceFile::new(name, path.to_path_buf(), text);
+    let shown = match DeTable::parse(&raw.text) {
         Err(err) => {
-            let file = SourceFile::new(name, path.to_path_buf(), text);
-            fleet
-                .problems
-                .push(toml_problem(&file, &err, "rivet::load::syntax"));
+            let file = SourceFile::new(
+                raw.name.clone(),
+                path.to_path_buf(),
+                redact_unparsable(&raw.text),
+            );
+            fleet.problems.push(syntax_problem(&file, &err));
             fleet.files.push(file);
-            return None;
+            return;
         }
+        Ok(table) => match redact_parsed(&raw.text, table.get_ref()) {
+            // Most files hold no secret: their one parse is this one.
+            None => {
+                fleet.files.push(Arc::clone(&raw));
+                each(fleet, &raw, table);
+                return;
+            }
+            Some(shown) => shown,
+        },
     };
-    let file = SourceFile::new(name, path.to_path_buf(), shown);
+    let file = SourceFile::new(raw.name.clone(), path.to_path_buf(), shown);
+    drop(raw);
     fleet.files.push(Arc::clone(&file));
-    Some(file)
-}
-
-/// Whether a secret key or a URL with credentials may appear in `text`:
-/// a cheap scan that only has to never miss one.
-fn may_hold_secret(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    let keyword = ["password", "secret", "token", "private_key", "passphrase"]
-        .iter()
-        .any(|word| {
-            lower.match_indices(word).any(|(i, _)| {
-                let rest = &lower[i + word.len()..];
-                !(rest.starts_with("_env") || rest.starts_with("_file"))
-            })
-        });
-    keyword || (text.contains("://") && text.contains('@'))
-}
-
-/// Parse a file `read_source` accepted, recording a syntax error.
-fn parse<'f>(
-    file: &'f Arc<SourceFile>,
-    problems: &mut Vec<Problem>,
-) -> Option<Spanned<DeTable<'f>>> {
     match DeTable::parse(&file.text) {
-        Ok(table) => Some(table),
-        Err(err) => {
-            problems.push(toml_problem(file, &err, "rivet::load::syntax"));
-            None
-        }
+        Ok(table) => each(fleet, &file, table),
+        Err(err) => fleet.problems.push(syntax_problem(&file, &err)),
     }
 }
 
-/// Keys whose string values are secrets and must never be displayed.
-pub fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    if key.ends_with("_env") || key.ends_with("_file") {
-        return false;
-    }
-    ["password", "secret", "token", "private_key", "passphrase"]
-        .iter()
-        .any(|s| key.contains(s))
-}
-
-fn redact_secrets(text: &str, table: &Spanned<DeTable<'_>>) -> String {
-    let mut spans = Vec::new();
-    collect_secret_spans(table.get_ref(), &mut spans);
-    if spans.is_empty() {
-        return text.to_string();
-    }
-    let mut bytes = text.as_bytes().to_vec();
-    for span in spans {
-        // Keep the quotes so the snippet still reads as TOML.
-        let inner = (span.start + 1)..span.end.saturating_sub(1);
-        for b in &mut bytes[inner] {
-            *b = b'*';
-        }
-    }
-    String::from_utf8(bytes).unwrap_or_else(|_| text.to_string())
-}
-
-fn collect_secret_spans(table: &DeTable<'_>, out: &mut Vec<std::ops::Range<usize>>) {
-    for (key, value) in table.iter() {
-        collect_value(is_secret_key(key.get_ref()), value, out);
-    }
-}
-
-fn collect_value(
-    secret: bool,
-    value: &Spanned<DeValue<'_>>,
-    out: &mut Vec<std::ops::Range<usize>>,
-) {
-    match value.get_ref() {
-        DeValue::String(_) if secret => out.push(value.span()),
-        DeValue::String(text) => {
-            // `scheme://user:password@host`: blank the password. Spans here
-            // include one byte of padding each side, like a quoted string's.
-            if let Some(range) = url_password(text) {
-                let content = value.span().start + 1;
-                out.push((content + range.start - 1)..(content + range.end + 1));
-            }
-        }
-        DeValue::Table(t) => collect_secret_spans(t, out),
-        DeValue::Array(a) => {
-            for v in a.iter() {
-                collect_value(secret, v, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Byte range of the password in `scheme://user:password@host…`.
-fn url_password(s: &str) -> Option<std::ops::Range<usize>> {
-    let authority_start = s.find("://")? + 3;
-    let rest = &s[authority_start..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
-    let colon = rest[..at].find(':')?;
-    Some((authority_start + colon + 1)..(authority_start + at))
+/// A TOML syntax error.
+fn syntax_problem(file: &Arc<SourceFile>, err: &toml::de::Error) -> Problem {
+    toml_problem(file, err, "rivet::load::syntax")
 }
 
 fn array_of_tables<'i>(

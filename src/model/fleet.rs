@@ -22,6 +22,7 @@ use crate::config::load::{RawFleet, load_dir};
 use crate::config::raw::{
     DriftPolicy, HardwareDecl, HardwareTypeDecl, InterfaceDecl, NodeDecl, StepDecl, TemplateDecl,
 };
+use crate::config::secret::is_env_name;
 use crate::config::spanned::Sp;
 use crate::diag::{self, Loc, Problem, SourceFile, list};
 use crate::vocab::Name;
@@ -216,14 +217,6 @@ fn is_dns_label(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn is_trait(name: &str) -> bool {
@@ -1249,13 +1242,15 @@ impl Builder {
             }
             (Some(env), None) => {
                 if !is_env_name(env.value()) {
+                    // Not quoted: a value that is no variable's name may be
+                    // the password itself (the loader has blanked it).
                     self.push(
                         Problem::new(
                             "rivet::bmc::password_env",
-                            format!("`{}` is not an environment variable name", env.value()),
+                            format!("node `{node}`: `password_env` must name an environment variable"),
                         )
                         .at(&loc(file, env), "not a variable name")
-                        .help("name the variable that holds the password, e.g. `RACK1_BMC_PASSWORD` (letters, digits, `_`)"),
+                        .help("name the variable that holds the password, e.g. `RACK1_BMC_PASSWORD` (letters, digits, `_`), never the password itself"),
                     );
                     return None;
                 }
