@@ -108,6 +108,9 @@ pub struct Problem {
     /// Further places the problem involves (the other duplicate, the global
     /// default that broke this node).
     pub also: Vec<Spot>,
+    /// The file a problem without a place is about as a whole (it cannot be
+    /// read, it is too large), as `SourceFile::name` has it.
+    pub file: Option<String>,
 }
 
 impl Problem {
@@ -118,7 +121,14 @@ impl Problem {
             help: None,
             at: None,
             also: Vec::new(),
+            file: None,
         }
+    }
+
+    /// About this file as a whole: the file that could not be read.
+    pub fn in_file(mut self, name: impl Into<String>) -> Self {
+        self.file = Some(name.into());
+        self
     }
 
     pub fn at(mut self, loc: &Loc, label: impl Into<String>) -> Self {
@@ -144,7 +154,12 @@ impl Problem {
                 self.code,
                 self.message.clone(),
             ),
-            None => (String::new(), 0, self.code, self.message.clone()),
+            None => (
+                self.file.clone().unwrap_or_default(),
+                0,
+                self.code,
+                self.message.clone(),
+            ),
         }
     }
 
@@ -155,7 +170,7 @@ impl Problem {
                 let (line, column) = spot.loc.file.line_col(spot.loc.span.start);
                 (Some(spot.loc.file.name.clone()), Some(line), Some(column))
             }
-            None => (None, None, None),
+            None => (self.file.clone(), None, None),
         };
         ProblemRecord {
             code: self.code,

@@ -1,6 +1,7 @@
 //! Reading a fleet directory: every file, with spans, every syntax and
 //! shape error collected (not just the first).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,6 +12,10 @@ use toml::de::{DeTable, DeValue};
 use super::raw::{HardwareTypeDecl, InterfaceDecl, NodeDecl, RivetFile, TemplateDecl};
 use super::secret::{is_secret_key, redact_parsed, redact_unparsable};
 use crate::diag::{self, Loc, Problem, SourceFile};
+
+/// The largest declaration file read: 16 MiB, far beyond any fleet's file
+/// and far below what would exhaust memory or time.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Everything read from a fleet directory, before semantic validation.
 #[derive(Debug, Default)]
@@ -28,29 +33,43 @@ pub struct RawFleet {
 
 /// Where declaration files are read from.
 enum Files<'a> {
-    /// The fleet directory.
-    Dir,
+    /// The fleet directory, by its canonical path: no file is read from
+    /// outside it.
+    Dir(PathBuf),
     /// A copy of the files' texts by relative path (the declarations last
     /// converged, kept in the state file), read as if they were in the
     /// fleet directory.
     Stored(&'a std::collections::BTreeMap<String, String>),
 }
 
+/// Why a declaration file was not read.
+enum Unreadable {
+    Io(std::io::Error),
+    /// A link to a file outside the fleet directory.
+    Outside(PathBuf),
+    /// A FIFO, a device, a socket or a directory: reading one could block
+    /// forever or never end.
+    NotRegular(&'static str),
+    /// Over [`MAX_FILE_BYTES`]; the size found.
+    TooLarge(u64),
+}
+
 impl Files<'_> {
     fn exists(&self, root: &Path, path: &Path) -> bool {
         match self {
-            Files::Dir => path.exists(),
+            // A dangling link exists, to be reported as unreadable.
+            Files::Dir(_) => path.symlink_metadata().is_ok(),
             Files::Stored(files) => files.contains_key(&relative(root, path)),
         }
     }
 
-    fn read(&self, root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+    fn read(&self, root: &Path, path: &Path) -> Result<Vec<u8>, Unreadable> {
         match self {
-            Files::Dir => std::fs::read(path),
+            Files::Dir(inside) => read_regular(inside, path),
             Files::Stored(files) => files
                 .get(&relative(root, path))
                 .map(|text| text.clone().into_bytes())
-                .ok_or_else(|| std::io::ErrorKind::NotFound.into()),
+                .ok_or_else(|| Unreadable::Io(std::io::ErrorKind::NotFound.into())),
         }
     }
 
@@ -63,7 +82,7 @@ impl Files<'_> {
         root: &Path,
     ) -> Vec<PathBuf> {
         match self {
-            Files::Dir => toml_files(dir, depth, fleet, root),
+            Files::Dir(_) => toml_files(dir, depth, fleet, root),
             Files::Stored(files) => {
                 let prefix = format!("{}/", relative(root, dir));
                 files
@@ -80,9 +99,66 @@ impl Files<'_> {
     }
 }
 
+/// Read a regular file of at most [`MAX_FILE_BYTES`] that is, once links
+/// are resolved, inside `inside`. It is opened without blocking and checked
+/// on the open handle, so a FIFO put in its place after the check cannot
+/// hang the read either.
+fn read_regular(inside: &Path, path: &Path) -> Result<Vec<u8>, Unreadable> {
+    let target = std::fs::canonicalize(path).map_err(Unreadable::Io)?;
+    if !target.starts_with(inside) {
+        return Err(Unreadable::Outside(target));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW);
+    }
+    let file = options.open(&target).map_err(Unreadable::Io)?;
+    let meta = file.metadata().map_err(Unreadable::Io)?;
+    if !meta.is_file() {
+        return Err(Unreadable::NotRegular(kind_of(&meta.file_type())));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Unreadable::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // A file that grows while it is read stops at the limit too.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Unreadable::Io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Unreadable::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Read `rivet.toml`, `drivers/*.toml` and `nodes/**/*.toml` under `root`.
 pub fn load_dir(root: &Path) -> RawFleet {
-    load_files(root, &Files::Dir)
+    let inside = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    load_files(root, &Files::Dir(inside))
 }
 
 /// Read declarations kept as texts by their path relative to `root` (as
@@ -96,7 +172,7 @@ fn load_files(root: &Path, files: &Files) -> RawFleet {
         root: root.to_path_buf(),
         ..RawFleet::default()
     };
-    if matches!(files, Files::Dir) && !root.is_dir() {
+    if matches!(files, Files::Dir(_)) && !root.is_dir() {
         fleet.problems.push(
             Problem::new(
                 "rivet::load::no_directory",
@@ -240,7 +316,8 @@ fn toml_files(dir: &Path, depth: usize, fleet: &mut RawFleet, root: &Path) -> Ve
                         "rivet::load::unreadable",
                         format!("cannot read `{shown}`: {err}"),
                     )
-                    .help("check the path exists and is readable by this user"),
+                    .help("check the path exists and is readable by this user")
+                    .in_file(&shown),
                 );
             }
         }
@@ -269,14 +346,8 @@ fn each_parsed(
     let name = relative(root, path);
     let bytes = match files.read(root, path) {
         Ok(bytes) => bytes,
-        Err(err) => {
-            fleet.problems.push(
-                Problem::new(
-                    "rivet::load::unreadable",
-                    format!("cannot read `{name}`: {err}"),
-                )
-                .help("check the file exists and is readable by this user"),
-            );
+        Err(why) => {
+            fleet.problems.push(unreadable(&name, why));
             return;
         }
     };
@@ -329,6 +400,40 @@ fn each_parsed(
         Ok(table) => each(fleet, &file, table),
         Err(err) => fleet.problems.push(syntax_problem(&file, &err)),
     }
+}
+
+/// The problem of a file that was not read, naming it in its `file`.
+fn unreadable(name: &str, why: Unreadable) -> Problem {
+    let problem = match why {
+        Unreadable::Io(err) => Problem::new(
+            "rivet::load::unreadable",
+            format!("cannot read `{name}`: {err}"),
+        )
+        .help("check the file exists and is readable by this user"),
+        Unreadable::Outside(target) => Problem::new(
+            "rivet::load::outside",
+            format!(
+                "`{name}` links to `{}`, outside the fleet directory",
+                target.display()
+            ),
+        )
+        .help("declarations are read from the fleet directory only: copy the file in, or link to a file inside it"),
+        Unreadable::NotRegular(kind) => Problem::new(
+            "rivet::load::not_a_file",
+            format!("`{name}` is {kind}, not a regular file"),
+        )
+        .help("declarations are read from regular files only: remove it, or rename it so it does not end in `.toml`"),
+        Unreadable::TooLarge(bytes) => Problem::new(
+            "rivet::load::too_large",
+            format!(
+                "`{name}` is {:.1} MiB, over the limit of {} MiB a declaration file",
+                bytes as f64 / (1024.0 * 1024.0),
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        )
+        .help("split its declarations into several files under nodes/ (any depth)"),
+    };
+    problem.in_file(name)
 }
 
 /// A TOML syntax error.

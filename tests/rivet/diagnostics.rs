@@ -193,3 +193,121 @@ fn password_env_holding_the_password_is_not_echoed() {
             .any(|f| f.text.contains("RACK1_BMC_PASSWORD"))
     );
 }
+
+const NODE: &str = "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\n";
+
+/// The JSON record of the one problem whose `file` is `name`.
+fn record_of(loaded: &rivet::model::fleet::Loaded, name: &str) -> rivet::diag::ProblemRecord {
+    let records: Vec<_> = loaded.problems.iter().map(|p| p.record()).collect();
+    records
+        .iter()
+        .find(|r| r.file.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no problem names {name}: {records:?}"))
+        .clone()
+}
+
+#[test]
+fn a_fifo_or_a_device_named_toml_does_not_hang_validate() {
+    let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", NODE)]);
+    let nodes = fleet.path().join("nodes");
+    let fifo = std::ffi::CString::new(nodes.join("fifo.toml").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("/dev/urandom", nodes.join("random.toml")).unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rivet"))
+        .args(["validate", "--format", "json"])
+        .arg(fleet.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("rivet validate still runs after 30 s");
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let errors = json["errors"].as_array().unwrap();
+    let by_file = |name: &str| {
+        errors
+            .iter()
+            .find(|e| e["file"] == name)
+            .unwrap_or_else(|| panic!("no error names {name}: {errors:?}"))
+    };
+    assert_eq!(
+        by_file("nodes/fifo.toml")["code"],
+        "rivet::load::not_a_file"
+    );
+    assert!(
+        by_file("nodes/fifo.toml")["message"]
+            .as_str()
+            .unwrap()
+            .contains("a FIFO")
+    );
+    assert_eq!(by_file("nodes/random.toml")["code"], "rivet::load::outside");
+    assert!(by_file("nodes/random.toml")["help"].is_string());
+    // The regular file beside them is still read.
+    assert_eq!(json["nodes"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_file_over_16_mib_is_refused_naming_the_limit() {
+    let mut big = NODE.replace("n1", "n2");
+    let line = format!("# {}\n", "x".repeat(1021));
+    while big.len() <= 16 * 1024 * 1024 {
+        big.push_str(&line);
+    }
+    let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", NODE), ("nodes/big.toml", &big)]);
+    let loaded = load(fleet.path());
+    let record = record_of(&loaded, "nodes/big.toml");
+    assert_eq!(record.code, "rivet::load::too_large");
+    assert!(
+        record.message.contains("nodes/big.toml"),
+        "{}",
+        record.message
+    );
+    assert!(record.message.contains("16 MiB"), "{}", record.message);
+    assert!(record.help.is_some());
+    // One byte less is read.
+    big.truncate(16 * 1024 * 1024);
+    let end = big.rfind('\n').unwrap() + 1;
+    big.truncate(end);
+    let fleet = crate::support::TempFleet::new(&[("nodes/big.toml", &big)]);
+    assert!(load(fleet.path()).is_valid());
+}
+
+#[test]
+fn symlink_loops_and_dangling_links_name_the_file_in_json() {
+    let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", NODE)]);
+    let nodes = fleet.path().join("nodes");
+    std::os::unix::fs::symlink("loop.toml", nodes.join("loop.toml")).unwrap();
+    std::os::unix::fs::symlink("missing.toml", nodes.join("dangling.toml")).unwrap();
+    std::os::unix::fs::symlink("missing.toml", fleet.path().join("rivet.toml")).unwrap();
+    let loaded = load(fleet.path());
+    for name in ["nodes/loop.toml", "nodes/dangling.toml", "rivet.toml"] {
+        let record = record_of(&loaded, name);
+        assert_eq!(record.code, "rivet::load::unreadable");
+        assert!(record.message.contains(name), "{}", record.message);
+        assert_eq!((record.line, record.column), (None, None));
+    }
+}
+
+#[test]
+fn a_link_to_a_file_inside_the_fleet_directory_is_read() {
+    let fleet = crate::support::TempFleet::new(&[("shared/a.toml", NODE)]);
+    std::fs::create_dir(fleet.path().join("nodes")).unwrap();
+    std::os::unix::fs::symlink("../shared/a.toml", fleet.path().join("nodes/a.toml")).unwrap();
+    let loaded = load(fleet.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    assert_eq!(loaded.fleet.nodes.len(), 1);
+}
