@@ -9,6 +9,7 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::lex;
 use super::raw::{HardwareTypeDecl, InterfaceDecl, NodeDecl, RivetFile, TemplateDecl};
 use super::secret::{is_secret_key, redact_parsed, redact_unparsable};
 use crate::diag::{self, Loc, Problem, SourceFile};
@@ -436,9 +437,22 @@ fn unreadable(name: &str, why: Unreadable) -> Problem {
     problem.in_file(name)
 }
 
-/// A TOML syntax error.
+/// A TOML syntax error; the one the parser reports without a place (a key
+/// with too many dotted parts) gets the place of that key.
 fn syntax_problem(file: &Arc<SourceFile>, err: &toml::de::Error) -> Problem {
-    toml_problem(file, err, "rivet::load::syntax")
+    let problem = toml_problem(file, err, "rivet::load::syntax");
+    if problem.at.is_none()
+        && err.message().trim() == "recursion limit"
+        && let Some(at) = lex::deepest_key(&file.text)
+    {
+        return Problem::new(
+            "rivet::load::syntax",
+            "this key is nested too deep to read (recursion limit)",
+        )
+        .at(&Loc::new(file, at..at + 1), "too many dotted parts")
+        .help("a key or table header may have at most 80 dotted parts; use fewer");
+    }
+    problem
 }
 
 fn array_of_tables<'i>(

@@ -311,3 +311,30 @@ fn a_link_to_a_file_inside_the_fleet_directory_is_read() {
     assert!(loaded.is_valid(), "{:?}", loaded.problems);
     assert_eq!(loaded.fleet.nodes.len(), 1);
 }
+
+#[test]
+fn a_deep_dotted_table_header_is_located() {
+    let deep = vec!["a"; 10_000].join(".");
+    for (text, line) in [
+        (format!("{NODE}[{deep}]\n"), 4),
+        (format!("{NODE}{deep} = 1\n"), 4),
+        (format!("{NODE}x = {{ {deep} = 1 }}\n"), 4),
+        (
+            format!("{NODE}x = {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+            4,
+        ),
+    ] {
+        let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", &text)]);
+        let loaded = load(fleet.path());
+        let records: Vec<_> = loaded.problems.iter().map(|p| p.record()).collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].code, "rivet::load::syntax");
+        assert_eq!(
+            records[0].file.as_deref(),
+            Some("nodes/a.toml"),
+            "{records:?}"
+        );
+        assert_eq!(records[0].line, Some(line), "{records:?}");
+        assert!(records[0].help.is_some());
+    }
+}
