@@ -538,18 +538,19 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
             }
             return Problem {
                 code: "rivet::secret::literal_password",
-                message: format!("a literal `{field}` is not allowed in declarations"),
-                help: Some(
-                    "secrets never live in git: set `password_env = \"VAR\"` (read from the \
-                     environment) or `password_file = \"path\"` instead"
-                        .to_string(),
-                ),
                 ..problem
-            };
+            }
+            .with_message(format!(
+                "a literal `{field}` is not allowed in declarations"
+            ))
+            .help(
+                "secrets never live in git: set `password_env = \"VAR\"` (read from the \
+                 environment) or `password_file = \"path\"` instead",
+            );
         }
-        problem.message = format!("unknown key `{field}`");
+        problem = problem.with_message(format!("unknown key `{field}`"));
         let near = diag::nearest(&field, expected.iter().map(String::as_str));
-        problem.help = Some(match near {
+        problem = problem.help(match near {
             Some(near) => format!(
                 "did you mean `{near}`? valid keys here: {}",
                 diag::list(&expected)
@@ -559,8 +560,8 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
     } else if let Some(variant) = between(&message, "unknown variant `", "`") {
         let expected = expected_names(&message);
         let near = diag::nearest(&variant, expected.iter().map(String::as_str));
-        problem.message = format!("`{variant}` is not a valid value here");
-        problem.help = Some(match near {
+        problem = problem.with_message(format!("`{variant}` is not a valid value here"));
+        problem = problem.help(match near {
             Some(near) => format!(
                 "did you mean `{near}`? valid values: {}",
                 diag::list(&expected)
@@ -568,14 +569,14 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
             None => format!("valid values: {}", diag::list(&expected)),
         });
     } else if let Some(field) = between(&message, "missing field `", "`") {
-        problem.message = format!("missing required key `{field}`");
-        problem.help = Some(format!("add `{field} = …` to this table"));
+        problem = problem.with_message(format!("missing required key `{field}`"));
+        problem = problem.help(format!("add `{field} = …` to this table"));
     } else if message.starts_with("invalid type") {
         if let Some(expected) = message.split("expected ").nth(1) {
-            problem.help = Some(format!("this key takes {}", plain_type(expected)));
+            problem = problem.help(format!("this key takes {}", plain_type(expected)));
         }
     } else if code == "rivet::load::syntax" {
-        problem.help = Some("fix the TOML syntax; the file is ignored until it parses".to_string());
+        problem = problem.help("fix the TOML syntax; the file is ignored until it parses");
     }
     problem
 }

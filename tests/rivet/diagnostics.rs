@@ -338,3 +338,102 @@ fn a_deep_dotted_table_header_is_located() {
         assert!(records[0].help.is_some());
     }
 }
+
+#[test]
+fn long_values_are_quoted_as_a_short_prefix() {
+    // A rollout group with a long name, that every node's error lists.
+    let long = "r".repeat(200_000);
+    let mut files = vec![(
+        "rivet.toml".to_string(),
+        format!("[[rollout]]\nname = \"{long}\"\n"),
+    )];
+    let nodes: String = (0..100)
+        .map(|i| {
+            format!("[[node]]\nname = \"n{i}\"\ndriver = \"fake-hardware\"\nrollout = \"rack1\"\n")
+        })
+        .collect();
+    files.push(("nodes/a.toml".to_string(), nodes));
+    // A long key.
+    files.push((
+        "nodes/b.toml".to_string(),
+        format!("{}{} = 1\n", NODE.replace("n1", "b1"), "k".repeat(200_000)),
+    ));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let fleet = crate::support::TempFleet::new(&files);
+
+    let start = std::time::Instant::now();
+    let loaded = load(fleet.path());
+    assert_eq!(
+        loaded.problems.len(),
+        101,
+        "{:?}",
+        loaded.problems.iter().map(|p| p.code).collect::<Vec<_>>()
+    );
+    for problem in &loaded.problems {
+        let record = problem.record();
+        assert!(
+            record.message.chars().count() <= 200,
+            "{}",
+            record.message.len()
+        );
+        assert!(record.help.as_ref().unwrap().chars().count() <= 500);
+        let human = problem.render_plain();
+        assert!(human.len() < 4000, "{} bytes rendered", human.len());
+    }
+    let rollout = loaded
+        .problems
+        .iter()
+        .find(|p| p.code == "rivet::node::unknown_rollout")
+        .unwrap();
+    let prefix = format!("`{}…`", "r".repeat(rivet::diag::QUOTE_MAX));
+    assert!(
+        rollout.help.as_ref().unwrap().contains(&prefix),
+        "{:?}",
+        rollout.help
+    );
+    let key = loaded
+        .problems
+        .iter()
+        .find(|p| p.message.starts_with("unknown key"))
+        .unwrap();
+    assert!(key.message.ends_with("kkk…`"), "{}", key.message.len());
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn human_rendering_is_linear_in_the_number_of_problems() {
+    use rivet::diag::{Loc, Problem, SourceFile};
+    // 20,000 lines of 100 bytes: problems at its end must cost what
+    // problems at its start cost.
+    let line = format!("x = \"{}\"\n", "y".repeat(93));
+    let text = line.repeat(20_000);
+    let file = SourceFile::new("nodes/a.toml", "nodes/a.toml".into(), text);
+    let render = |lines: std::ops::Range<usize>| {
+        let start = std::time::Instant::now();
+        let mut bytes = 0;
+        for n in lines {
+            let at = n * line.len();
+            let problem = Problem::new("rivet::test", "a problem")
+                .at(&Loc::new(&file, at..at + 1), "here")
+                .help("fix it");
+            let rendered = problem.render_plain();
+            assert!(
+                rendered.contains(&format!("nodes/a.toml:{}:1", n + 1)),
+                "{rendered}"
+            );
+            bytes += rendered.len();
+        }
+        (start.elapsed(), bytes)
+    };
+    let (first, first_bytes) = render(0..300);
+    let (last, last_bytes) = render(19_700..20_000);
+    assert!(last_bytes >= first_bytes);
+    assert!(
+        last < first * 4 + std::time::Duration::from_millis(200),
+        "300 problems at the start: {first:?}; at the end: {last:?}"
+    );
+}
