@@ -116,6 +116,9 @@ fn looks_random(name: &str) -> bool {
 pub fn url_secrets(s: &str) -> Vec<Range<usize>> {
     const STOPS: &str = "/?#&;\"'<>()[]{},=";
     let mut out = Vec::new();
+    if !s.contains(['@', '=']) {
+        return out;
+    }
     for (at, _) in s.match_indices('@') {
         let start = s[..at]
             .char_indices()
@@ -188,7 +191,7 @@ enum Blank {
 /// blanked; `None` when it holds none, to be shown as it is.
 pub fn redact_parsed(text: &str, table: &DeTable<'_>) -> Option<String> {
     let mut blanks = Vec::new();
-    table_blanks(text, table, false, &mut blanks);
+    table_blanks(text, table, false, &mut Keys::default(), &mut blanks);
     for token in lex::tokens(text) {
         if token.kind == Kind::Comment {
             comment_blanks(text, &token, &mut blanks);
@@ -205,7 +208,13 @@ pub fn redact_parsed(text: &str, table: &DeTable<'_>) -> Option<String> {
 pub fn redact_unparsable(text: &str) -> String {
     let mut blanks = Vec::new();
     let (partial, _) = DeTable::parse_recoverable(text);
-    table_blanks(text, partial.get_ref(), false, &mut blanks);
+    table_blanks(
+        text,
+        partial.get_ref(),
+        false,
+        &mut Keys::default(),
+        &mut blanks,
+    );
     drop(partial);
     lexical_blanks(text, &mut blanks);
     if blanks.is_empty() {
@@ -215,15 +224,39 @@ pub fn redact_unparsable(text: &str) -> String {
     }
 }
 
-fn table_blanks(text: &str, table: &DeTable<'_>, secret: bool, out: &mut Vec<Blank>) {
+/// What each key of a file names, found once per distinct key: a file of
+/// many nodes repeats the same few.
+#[derive(Default)]
+struct Keys(std::collections::HashMap<String, (bool, bool)>);
+
+impl Keys {
+    /// Whether `key` names a secret, and a `password_env`-like key.
+    fn kind(&mut self, key: &str) -> (bool, bool) {
+        if let Some(&kind) = self.0.get(key) {
+            return kind;
+        }
+        let kind = (is_secret_key(key), is_secret_env_key(key));
+        self.0.insert(key.to_string(), kind);
+        kind
+    }
+}
+
+fn table_blanks(
+    text: &str,
+    table: &DeTable<'_>,
+    secret: bool,
+    keys: &mut Keys,
+    out: &mut Vec<Blank>,
+) {
     for (key, value) in table.iter() {
         let name = key.get_ref();
         if !url_secrets(name).is_empty() {
             out.push(Blank::Chars(string_content(text, key.span())));
         }
-        let secret = secret || is_secret_key(name);
-        let env = !secret && is_secret_env_key(name);
-        value_blanks(text, value, secret, env, out);
+        let (secret_key, env_key) = keys.kind(name);
+        let secret = secret || secret_key;
+        let env = !secret && env_key;
+        value_blanks(text, value, secret, env, keys, out);
     }
 }
 
@@ -232,6 +265,7 @@ fn value_blanks(
     value: &Spanned<DeValue<'_>>,
     secret: bool,
     env: bool,
+    keys: &mut Keys,
     out: &mut Vec<Blank>,
 ) {
     let span = value.span();
@@ -243,10 +277,10 @@ fn value_blanks(
         DeValue::Integer(_) | DeValue::Float(_) if secret && span.len() >= 2 => {
             out.push(Blank::AsString(span));
         }
-        DeValue::Table(t) => table_blanks(text, t, secret, out),
+        DeValue::Table(t) => table_blanks(text, t, secret, keys, out),
         DeValue::Array(a) => {
             for v in a.iter() {
-                value_blanks(text, v, secret, env, out);
+                value_blanks(text, v, secret, env, keys, out);
             }
         }
         _ => {}
