@@ -13,6 +13,7 @@ mod daemon_process;
 mod diagnostics;
 mod exec_plugin;
 mod fault_server;
+mod fuzz;
 mod ipmi;
 mod ipmi_bed;
 mod plan;
