@@ -380,7 +380,7 @@ fn each_parsed(
                 path.to_path_buf(),
                 redact_unparsable(&raw.text),
             );
-            fleet.problems.push(syntax_problem(&file, &err));
+            fleet.problems.push(syntax_problem(&file, &err, &raw.text));
             fleet.files.push(file);
             return;
         }
@@ -399,7 +399,10 @@ fn each_parsed(
     fleet.files.push(Arc::clone(&file));
     match DeTable::parse(&file.text) {
         Ok(table) => each(fleet, &file, table),
-        Err(err) => fleet.problems.push(syntax_problem(&file, &err)),
+        Err(err) => {
+            let text = Arc::clone(&file.text);
+            fleet.problems.push(syntax_problem(&file, &err, &text));
+        }
     }
 }
 
@@ -438,12 +441,13 @@ fn unreadable(name: &str, why: Unreadable) -> Problem {
 }
 
 /// A TOML syntax error; the one the parser reports without a place (a key
-/// with too many dotted parts) gets the place of that key.
-fn syntax_problem(file: &Arc<SourceFile>, err: &toml::de::Error) -> Problem {
+/// with too many dotted parts) gets the place of that key, found in the
+/// text as written (`raw`: blanking may have hidden the key).
+fn syntax_problem(file: &Arc<SourceFile>, err: &toml::de::Error, raw: &str) -> Problem {
     let problem = toml_problem(file, err, "rivet::load::syntax");
     if problem.at.is_none()
         && err.message().trim() == "recursion limit"
-        && let Some(at) = lex::deepest_key(&file.text)
+        && let Some(at) = lex::deepest_key(raw)
     {
         return Problem::new(
             "rivet::load::syntax",

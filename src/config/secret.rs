@@ -379,7 +379,16 @@ fn lexical_blanks(text: &str, out: &mut Vec<Blank>) {
         EnvKey,
     }
     let mut after = After::Nothing;
+    // Whether a token is where a value is (after `=`), not a key: only a
+    // key starts blanking, so a value that mentions a token does not hide
+    // the lines after it.
+    let mut in_value = false;
     for token in lex::tokens(text) {
+        match token.kind {
+            Kind::Punct(b'=') => in_value = true,
+            Kind::Newline | Kind::Punct(b'{' | b',' | b'[') => in_value = false,
+            _ => {}
+        }
         if let After::SecretKey { values } = &mut after {
             match token.kind {
                 Kind::Newline if *values > 0 => after = After::Nothing,
@@ -411,7 +420,9 @@ fn lexical_blanks(text: &str, out: &mut Vec<Blank>) {
                     continue;
                 }
                 string_secrets(text, token.span.clone(), &value, out);
-                after = if is_secret_key(&value) {
+                after = if in_value {
+                    After::Nothing
+                } else if is_secret_key(&value) {
                     After::SecretKey { values: 0 }
                 } else if is_secret_env_key(&value) {
                     After::EnvKey
@@ -559,13 +570,19 @@ mod tests {
             "b = \"r://u:hunter5@h\" = \n",
             "password_env = \"hunter6!\" [\n",
             "name = \"kept\"\n",
+            "url = \"r://h/?token=hunter7\" }\n",
+            "also = \"kept\"\n",
         );
         let shown = redact_unparsable(text);
         assert_eq!(shown.len(), text.len());
-        for secret in ["hunter2", "hunter3", "hunter4", "hunter5", "hunter6"] {
+        for secret in [
+            "hunter2", "hunter3", "hunter4", "hunter5", "hunter6", "hunter7",
+        ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("name = \"kept\""));
+        // A value that names a token is not a key: the next line is kept.
+        assert!(shown.contains("also = \"kept\""), "{shown}");
     }
 
     #[test]

@@ -323,6 +323,12 @@ fn a_deep_dotted_table_header_is_located() {
             format!("{NODE}x = {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
             4,
         ),
+        // Found by the fuzzing harness: a value naming a token blanked the
+        // header on the next line, and the key could not be found.
+        (
+            format!("{NODE}bmc = {{ address = \"r://h/?token=x\" }}\n[{deep}]\n"),
+            5,
+        ),
     ] {
         let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", &text)]);
         let loaded = load(fleet.path());
