@@ -511,24 +511,15 @@ mod tests {
 
     #[test]
     fn url_credentials_and_secret_parameters() {
-        let s = "redfish+https://admin:hunter2@10.0.0.9/x";
+        let found = |s: &'static str| -> Vec<&'static str> {
+            url_secrets(s).into_iter().map(|r| &s[r]).collect()
+        };
         assert_eq!(
-            url_secrets(s)
-                .iter()
-                .map(|r| &s[r.clone()])
-                .collect::<Vec<_>>(),
+            found("redfish+https://admin:hunter2@10.0.0.9/x"),
             ["hunter2"]
         );
-        let s = "https://ghp_abc@github.com/x";
-        assert_eq!(&s[url_secrets(s)[0].clone()], "ghp_abc");
-        let s = "redfish://h/x?latency=2ms&t%6Fken=abc#k";
-        assert_eq!(
-            url_secrets(s)
-                .iter()
-                .map(|r| &s[r.clone()])
-                .collect::<Vec<_>>(),
-            ["abc"]
-        );
+        assert_eq!(found("https://ghp_abc@github.com/x"), ["ghp_abc"]);
+        assert_eq!(found("redfish://h/x?latency=2ms&t%6Fken=abc#k"), ["abc"]);
         assert!(url_secrets("ops@example.com").is_empty());
         assert!(url_secrets("fake://n1?latency=20ms").is_empty());
     }
