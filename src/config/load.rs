@@ -1,6 +1,7 @@
 //! Reading a fleet directory: every file, with spans, every syntax and
 //! shape error collected (not just the first).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,8 +9,14 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::lex;
 use super::raw::{HardwareTypeDecl, InterfaceDecl, NodeDecl, RivetFile, TemplateDecl};
+use super::secret::{is_secret_key, redact_parsed, redact_unparsable};
 use crate::diag::{self, Loc, Problem, SourceFile};
+
+/// The largest declaration file read: 16 MiB, far beyond any fleet's file
+/// and far below what would exhaust memory or time.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Everything read from a fleet directory, before semantic validation.
 #[derive(Debug, Default)]
@@ -27,29 +34,43 @@ pub struct RawFleet {
 
 /// Where declaration files are read from.
 enum Files<'a> {
-    /// The fleet directory.
-    Dir,
+    /// The fleet directory, by its canonical path: no file is read from
+    /// outside it.
+    Dir(PathBuf),
     /// A copy of the files' texts by relative path (the declarations last
     /// converged, kept in the state file), read as if they were in the
     /// fleet directory.
     Stored(&'a std::collections::BTreeMap<String, String>),
 }
 
+/// Why a declaration file was not read.
+enum Unreadable {
+    Io(std::io::Error),
+    /// A link to a file outside the fleet directory.
+    Outside(PathBuf),
+    /// A FIFO, a device, a socket or a directory: reading one could block
+    /// forever or never end.
+    NotRegular(&'static str),
+    /// Over [`MAX_FILE_BYTES`]; the size found.
+    TooLarge(u64),
+}
+
 impl Files<'_> {
     fn exists(&self, root: &Path, path: &Path) -> bool {
         match self {
-            Files::Dir => path.exists(),
+            // A dangling link exists, to be reported as unreadable.
+            Files::Dir(_) => path.symlink_metadata().is_ok(),
             Files::Stored(files) => files.contains_key(&relative(root, path)),
         }
     }
 
-    fn read(&self, root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+    fn read(&self, root: &Path, path: &Path) -> Result<Vec<u8>, Unreadable> {
         match self {
-            Files::Dir => std::fs::read(path),
+            Files::Dir(inside) => read_regular(inside, path),
             Files::Stored(files) => files
                 .get(&relative(root, path))
                 .map(|text| text.clone().into_bytes())
-                .ok_or_else(|| std::io::ErrorKind::NotFound.into()),
+                .ok_or_else(|| Unreadable::Io(std::io::ErrorKind::NotFound.into())),
         }
     }
 
@@ -62,7 +83,7 @@ impl Files<'_> {
         root: &Path,
     ) -> Vec<PathBuf> {
         match self {
-            Files::Dir => toml_files(dir, depth, fleet, root),
+            Files::Dir(_) => toml_files(dir, depth, fleet, root),
             Files::Stored(files) => {
                 let prefix = format!("{}/", relative(root, dir));
                 files
@@ -79,9 +100,66 @@ impl Files<'_> {
     }
 }
 
+/// Read a regular file of at most [`MAX_FILE_BYTES`] that is, once links
+/// are resolved, inside `inside`. It is opened without blocking and checked
+/// on the open handle, so a FIFO put in its place after the check cannot
+/// hang the read either.
+fn read_regular(inside: &Path, path: &Path) -> Result<Vec<u8>, Unreadable> {
+    let target = std::fs::canonicalize(path).map_err(Unreadable::Io)?;
+    if !target.starts_with(inside) {
+        return Err(Unreadable::Outside(target));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW);
+    }
+    let file = options.open(&target).map_err(Unreadable::Io)?;
+    let meta = file.metadata().map_err(Unreadable::Io)?;
+    if !meta.is_file() {
+        return Err(Unreadable::NotRegular(kind_of(&meta.file_type())));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Unreadable::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // A file that grows while it is read stops at the limit too.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Unreadable::Io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Unreadable::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Read `rivet.toml`, `drivers/*.toml` and `nodes/**/*.toml` under `root`.
 pub fn load_dir(root: &Path) -> RawFleet {
-    load_files(root, &Files::Dir)
+    let inside = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    load_files(root, &Files::Dir(inside))
 }
 
 /// Read declarations kept as texts by their path relative to `root` (as
@@ -95,7 +173,7 @@ fn load_files(root: &Path, files: &Files) -> RawFleet {
         root: root.to_path_buf(),
         ..RawFleet::default()
     };
-    if matches!(files, Files::Dir) && !root.is_dir() {
+    if matches!(files, Files::Dir(_)) && !root.is_dir() {
         fleet.problems.push(
             Problem::new(
                 "rivet::load::no_directory",
@@ -107,96 +185,25 @@ fn load_files(root: &Path, files: &Files) -> RawFleet {
     }
 
     let rivet_path = root.join("rivet.toml");
-    if files.exists(root, &rivet_path)
-        && let Some(file) = read_source(files, root, &rivet_path, &mut fleet)
-        && let Some(table) = parse(&file, &mut fleet.problems)
-    {
-        let parsed = deserialize::<RivetFile>(&file, 0..0, table, &mut fleet.problems);
-        fleet.rivet = parsed.map(|r| (Arc::clone(&file), r));
+    if files.exists(root, &rivet_path) {
+        each_parsed(
+            files,
+            root,
+            &rivet_path,
+            &mut fleet,
+            |fleet, file, table| {
+                let parsed = deserialize::<RivetFile>(file, 0..0, table, &mut fleet.problems);
+                fleet.rivet = parsed.map(|r| (Arc::clone(file), r));
+            },
+        );
     }
 
     for path in files.toml_files(&root.join("drivers"), 1, &mut fleet, root) {
-        let Some(file) = read_source(files, root, &path, &mut fleet) else {
-            continue;
-        };
-        let Some(table) = parse(&file, &mut fleet.problems) else {
-            continue;
-        };
-        let table = table.into_inner();
-        for (key, value) in table {
-            let items = match key.get_ref().as_ref() {
-                "hardware_type" | "interface" | "deploy_template" => {
-                    match array_of_tables(&file, key.get_ref(), value, &mut fleet.problems) {
-                        Some(items) => items,
-                        None => continue,
-                    }
-                }
-                other => {
-                    fleet.problems.push(unknown_top_key(
-                        &file,
-                        key.span(),
-                        other,
-                        &["hardware_type", "interface", "deploy_template"],
-                        "a driver file holds [[hardware_type]], [[interface]] and [[deploy_template]] tables",
-                    ));
-                    continue;
-                }
-            };
-            for item in items {
-                match key.get_ref().as_ref() {
-                    "hardware_type" => {
-                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
-                        {
-                            fleet.hardware_types.push((Arc::clone(&file), d));
-                        }
-                    }
-                    "interface" => {
-                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
-                        {
-                            fleet.interfaces.push((Arc::clone(&file), d));
-                        }
-                    }
-                    _ => {
-                        if let Some(d) = deserialize(&file, item.span(), item, &mut fleet.problems)
-                        {
-                            fleet.templates.push((Arc::clone(&file), d));
-                        }
-                    }
-                }
-            }
-        }
+        each_parsed(files, root, &path, &mut fleet, driver_file);
     }
 
     for path in files.toml_files(&root.join("nodes"), usize::MAX, &mut fleet, root) {
-        let Some(file) = read_source(files, root, &path, &mut fleet) else {
-            continue;
-        };
-        let Some(table) = parse(&file, &mut fleet.problems) else {
-            continue;
-        };
-        let table = table.into_inner();
-        for (key, value) in table {
-            if key.get_ref() != "node" {
-                fleet.problems.push(unknown_top_key(
-                    &file,
-                    key.span(),
-                    key.get_ref(),
-                    &["node"],
-                    "a node file holds [[node]] tables and nothing else",
-                ));
-                continue;
-            }
-            let Some(items) = array_of_tables(&file, "node", value, &mut fleet.problems) else {
-                continue;
-            };
-            for item in items {
-                if let Some(node) =
-                    deserialize::<NodeDecl>(&file, item.span(), item, &mut fleet.problems)
-                {
-                    fleet.nodes.push((Arc::clone(&file), node));
-                }
-            }
-        }
+        each_parsed(files, root, &path, &mut fleet, node_file);
     }
 
     if fleet.nodes.is_empty() && fleet.problems.is_empty() {
@@ -212,6 +219,75 @@ fn load_files(root: &Path, files: &Files) -> RawFleet {
         );
     }
     fleet
+}
+
+/// The tables of a driver file.
+fn driver_file(fleet: &mut RawFleet, file: &Arc<SourceFile>, table: Spanned<DeTable<'_>>) {
+    for (key, value) in table.into_inner() {
+        let items = match key.get_ref().as_ref() {
+            "hardware_type" | "interface" | "deploy_template" => {
+                match array_of_tables(file, key.get_ref(), value, &mut fleet.problems) {
+                    Some(items) => items,
+                    None => continue,
+                }
+            }
+            other => {
+                fleet.problems.push(unknown_top_key(
+                    file,
+                    key.span(),
+                    other,
+                    &["hardware_type", "interface", "deploy_template"],
+                    "a driver file holds [[hardware_type]], [[interface]] and [[deploy_template]] tables",
+                ));
+                continue;
+            }
+        };
+        for item in items {
+            match key.get_ref().as_ref() {
+                "hardware_type" => {
+                    if let Some(d) = deserialize(file, item.span(), item, &mut fleet.problems) {
+                        fleet.hardware_types.push((Arc::clone(file), d));
+                    }
+                }
+                "interface" => {
+                    if let Some(d) = deserialize(file, item.span(), item, &mut fleet.problems) {
+                        fleet.interfaces.push((Arc::clone(file), d));
+                    }
+                }
+                _ => {
+                    if let Some(d) = deserialize(file, item.span(), item, &mut fleet.problems) {
+                        fleet.templates.push((Arc::clone(file), d));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `[[node]]` tables of a node file.
+fn node_file(fleet: &mut RawFleet, file: &Arc<SourceFile>, table: Spanned<DeTable<'_>>) {
+    for (key, value) in table.into_inner() {
+        if key.get_ref() != "node" {
+            fleet.problems.push(unknown_top_key(
+                file,
+                key.span(),
+                key.get_ref(),
+                &["node"],
+                "a node file holds [[node]] tables and nothing else",
+            ));
+            continue;
+        }
+        let Some(items) = array_of_tables(file, "node", value, &mut fleet.problems) else {
+            continue;
+        };
+        for item in items {
+            if let Some(node) =
+                deserialize::<NodeDecl>(file, item.span(), item, &mut fleet.problems)
+            {
+                fleet.nodes.push((Arc::clone(file), node));
+            }
+        }
+    }
 }
 
 /// `*.toml` files under `dir`, sorted, at most `depth` levels down.
@@ -241,7 +317,8 @@ fn toml_files(dir: &Path, depth: usize, fleet: &mut RawFleet, root: &Path) -> Ve
                         "rivet::load::unreadable",
                         format!("cannot read `{shown}`: {err}"),
                     )
-                    .help("check the path exists and is readable by this user"),
+                    .help("check the path exists and is readable by this user")
+                    .in_file(&shown),
                 );
             }
         }
@@ -256,35 +333,31 @@ fn relative(root: &Path, path: &Path) -> String {
         .replace('\\', "/")
 }
 
-/// Read one file and check its syntax; on failure record the problem and
-/// return None. Literal secrets are blanked out of the returned text, which
-/// is what every later parse and diagnostic sees.
-fn read_source(
+/// Read one file, check its syntax, and hand its table to `each` with the
+/// file as it is shown: secrets blanked, which is also the text parsed, so
+/// no secret reaches a value or a message. A file that cannot be read or
+/// does not parse is a problem, and `each` is not called.
+fn each_parsed(
     files: &Files,
     root: &Path,
     path: &Path,
     fleet: &mut RawFleet,
-) -> Option<Arc<SourceFile>> {
+    each: impl FnOnce(&mut RawFleet, &Arc<SourceFile>, Spanned<DeTable<'_>>),
+) {
     let name = relative(root, path);
     let bytes = match files.read(root, path) {
         Ok(bytes) => bytes,
-        Err(err) => {
-            fleet.problems.push(
-                Problem::new(
-                    "rivet::load::unreadable",
-                    format!("cannot read `{name}`: {err}"),
-                )
-                .help("check the file exists and is readable by this user"),
-            );
-            return None;
+        Err(why) => {
+            fleet.problems.push(unreadable(&name, why));
+            return;
         }
     };
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(err) => {
             let valid_up_to = err.utf8_error().valid_up_to();
-            let lossy = String::from_utf8_lossy(err.as_bytes()).into_owned();
-            let file = SourceFile::new(name.clone(), path.to_path_buf(), lossy);
+            let lossy = String::from_utf8_lossy(err.as_bytes());
+            let file = SourceFile::new(name.clone(), path.to_path_buf(), redact_unparsable(&lossy));
             // The lossy text maps the valid prefix byte for byte.
             let loc = Loc::new(&file, valid_up_to..valid_up_to + 1);
             fleet.problems.push(
@@ -296,128 +369,94 @@ fn read_source(
                 .help("TOML files must be UTF-8: re-save the file as UTF-8"),
             );
             fleet.files.push(file);
-            return None;
+            return;
         }
     };
-    // Finding secrets needs a parse; most files cannot hold one, and for
-    // those the parse that follows is the only one.
-    let syntax = if may_hold_secret(&text) {
-        DeTable::parse(&text).map(|table| redact_secrets(&text, &table))
-    } else {
-        Ok(text.clone())
-    };
-    let shown = match syntax {
-        Ok(shown) => shown,
+    let raw = SourceFile::new(name, path.to_path_buf(), text);
+    let shown = match DeTable::parse(&raw.text) {
         Err(err) => {
-            let file = SourceFile::new(name, path.to_path_buf(), text);
-            fleet
-                .problems
-                .push(toml_problem(&file, &err, "rivet::load::syntax"));
+            let file = SourceFile::new(
+                raw.name.clone(),
+                path.to_path_buf(),
+                redact_unparsable(&raw.text),
+            );
+            fleet.problems.push(syntax_problem(&file, &err, &raw.text));
             fleet.files.push(file);
-            return None;
+            return;
         }
+        Ok(table) => match redact_parsed(&raw.text, table.get_ref()) {
+            // Most files hold no secret: their one parse is this one.
+            None => {
+                fleet.files.push(Arc::clone(&raw));
+                each(fleet, &raw, table);
+                return;
+            }
+            Some(shown) => shown,
+        },
     };
-    let file = SourceFile::new(name, path.to_path_buf(), shown);
+    let file = SourceFile::new(raw.name.clone(), path.to_path_buf(), shown);
+    drop(raw);
     fleet.files.push(Arc::clone(&file));
-    Some(file)
-}
-
-/// Whether a secret key or a URL with credentials may appear in `text`:
-/// a cheap scan that only has to never miss one.
-fn may_hold_secret(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    let keyword = ["password", "secret", "token", "private_key", "passphrase"]
-        .iter()
-        .any(|word| {
-            lower.match_indices(word).any(|(i, _)| {
-                let rest = &lower[i + word.len()..];
-                !(rest.starts_with("_env") || rest.starts_with("_file"))
-            })
-        });
-    keyword || (text.contains("://") && text.contains('@'))
-}
-
-/// Parse a file `read_source` accepted, recording a syntax error.
-fn parse<'f>(
-    file: &'f Arc<SourceFile>,
-    problems: &mut Vec<Problem>,
-) -> Option<Spanned<DeTable<'f>>> {
     match DeTable::parse(&file.text) {
-        Ok(table) => Some(table),
+        Ok(table) => each(fleet, &file, table),
         Err(err) => {
-            problems.push(toml_problem(file, &err, "rivet::load::syntax"));
-            None
+            let text = Arc::clone(&file.text);
+            fleet.problems.push(syntax_problem(&file, &err, &text));
         }
     }
 }
 
-/// Keys whose string values are secrets and must never be displayed.
-pub fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    if key.ends_with("_env") || key.ends_with("_file") {
-        return false;
-    }
-    ["password", "secret", "token", "private_key", "passphrase"]
-        .iter()
-        .any(|s| key.contains(s))
+/// The problem of a file that was not read, naming it in its `file`.
+fn unreadable(name: &str, why: Unreadable) -> Problem {
+    let problem = match why {
+        Unreadable::Io(err) => Problem::new(
+            "rivet::load::unreadable",
+            format!("cannot read `{name}`: {err}"),
+        )
+        .help("check the file exists and is readable by this user"),
+        Unreadable::Outside(target) => Problem::new(
+            "rivet::load::outside",
+            format!(
+                "`{name}` links to `{}`, outside the fleet directory",
+                target.display()
+            ),
+        )
+        .help("declarations are read from the fleet directory only: copy the file in, or link to a file inside it"),
+        Unreadable::NotRegular(kind) => Problem::new(
+            "rivet::load::not_a_file",
+            format!("`{name}` is {kind}, not a regular file"),
+        )
+        .help("declarations are read from regular files only: remove it, or rename it so it does not end in `.toml`"),
+        Unreadable::TooLarge(bytes) => Problem::new(
+            "rivet::load::too_large",
+            format!(
+                "`{name}` is {:.1} MiB, over the limit of {} MiB a declaration file",
+                bytes as f64 / (1024.0 * 1024.0),
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        )
+        .help("split its declarations into several files under nodes/ (any depth)"),
+    };
+    problem.in_file(name)
 }
 
-fn redact_secrets(text: &str, table: &Spanned<DeTable<'_>>) -> String {
-    let mut spans = Vec::new();
-    collect_secret_spans(table.get_ref(), &mut spans);
-    if spans.is_empty() {
-        return text.to_string();
+/// A TOML syntax error; the one the parser reports without a place (a key
+/// with too many dotted parts) gets the place of that key, found in the
+/// text as written (`raw`: blanking may have hidden the key).
+fn syntax_problem(file: &Arc<SourceFile>, err: &toml::de::Error, raw: &str) -> Problem {
+    let problem = toml_problem(file, err, "rivet::load::syntax");
+    if problem.at.is_none()
+        && err.message().trim() == "recursion limit"
+        && let Some(at) = lex::deepest_key(raw)
+    {
+        return Problem::new(
+            "rivet::load::syntax",
+            "this key is nested too deep to read (recursion limit)",
+        )
+        .at(&Loc::new(file, at..at + 1), "too many dotted parts")
+        .help("a key or table header may have at most 80 dotted parts; use fewer");
     }
-    let mut bytes = text.as_bytes().to_vec();
-    for span in spans {
-        // Keep the quotes so the snippet still reads as TOML.
-        let inner = (span.start + 1)..span.end.saturating_sub(1);
-        for b in &mut bytes[inner] {
-            *b = b'*';
-        }
-    }
-    String::from_utf8(bytes).unwrap_or_else(|_| text.to_string())
-}
-
-fn collect_secret_spans(table: &DeTable<'_>, out: &mut Vec<std::ops::Range<usize>>) {
-    for (key, value) in table.iter() {
-        collect_value(is_secret_key(key.get_ref()), value, out);
-    }
-}
-
-fn collect_value(
-    secret: bool,
-    value: &Spanned<DeValue<'_>>,
-    out: &mut Vec<std::ops::Range<usize>>,
-) {
-    match value.get_ref() {
-        DeValue::String(_) if secret => out.push(value.span()),
-        DeValue::String(text) => {
-            // `scheme://user:password@host`: blank the password. Spans here
-            // include one byte of padding each side, like a quoted string's.
-            if let Some(range) = url_password(text) {
-                let content = value.span().start + 1;
-                out.push((content + range.start - 1)..(content + range.end + 1));
-            }
-        }
-        DeValue::Table(t) => collect_secret_spans(t, out),
-        DeValue::Array(a) => {
-            for v in a.iter() {
-                collect_value(secret, v, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Byte range of the password in `scheme://user:password@host…`.
-fn url_password(s: &str) -> Option<std::ops::Range<usize>> {
-    let authority_start = s.find("://")? + 3;
-    let rest = &s[authority_start..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
-    let colon = rest[..at].find(':')?;
-    Some((authority_start + colon + 1)..(authority_start + at))
+    problem
 }
 
 fn array_of_tables<'i>(
@@ -503,18 +542,19 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
             }
             return Problem {
                 code: "rivet::secret::literal_password",
-                message: format!("a literal `{field}` is not allowed in declarations"),
-                help: Some(
-                    "secrets never live in git: set `password_env = \"VAR\"` (read from the \
-                     environment) or `password_file = \"path\"` instead"
-                        .to_string(),
-                ),
                 ..problem
-            };
+            }
+            .with_message(format!(
+                "a literal `{field}` is not allowed in declarations"
+            ))
+            .help(
+                "secrets never live in git: set `password_env = \"VAR\"` (read from the \
+                 environment) or `password_file = \"path\"` instead",
+            );
         }
-        problem.message = format!("unknown key `{field}`");
+        problem = problem.with_message(format!("unknown key `{field}`"));
         let near = diag::nearest(&field, expected.iter().map(String::as_str));
-        problem.help = Some(match near {
+        problem = problem.help(match near {
             Some(near) => format!(
                 "did you mean `{near}`? valid keys here: {}",
                 diag::list(&expected)
@@ -524,8 +564,8 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
     } else if let Some(variant) = between(&message, "unknown variant `", "`") {
         let expected = expected_names(&message);
         let near = diag::nearest(&variant, expected.iter().map(String::as_str));
-        problem.message = format!("`{variant}` is not a valid value here");
-        problem.help = Some(match near {
+        problem = problem.with_message(format!("`{variant}` is not a valid value here"));
+        problem = problem.help(match near {
             Some(near) => format!(
                 "did you mean `{near}`? valid values: {}",
                 diag::list(&expected)
@@ -533,14 +573,14 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
             None => format!("valid values: {}", diag::list(&expected)),
         });
     } else if let Some(field) = between(&message, "missing field `", "`") {
-        problem.message = format!("missing required key `{field}`");
-        problem.help = Some(format!("add `{field} = …` to this table"));
+        problem = problem.with_message(format!("missing required key `{field}`"));
+        problem = problem.help(format!("add `{field} = …` to this table"));
     } else if message.starts_with("invalid type") {
         if let Some(expected) = message.split("expected ").nth(1) {
-            problem.help = Some(format!("this key takes {}", plain_type(expected)));
+            problem = problem.help(format!("this key takes {}", plain_type(expected)));
         }
     } else if code == "rivet::load::syntax" {
-        problem.help = Some("fix the TOML syntax; the file is ignored until it parses".to_string());
+        problem = problem.help("fix the TOML syntax; the file is ignored until it parses");
     }
     problem
 }

@@ -203,6 +203,32 @@ fn every_problem_code_has_a_fixture() {
         vec!["rivet::load::no_directory"]
     );
     covered.insert("rivet::load::no_directory".into());
+    // Files git cannot hold (a FIFO, a link to a device, 16 MiB) are made by
+    // the tests named here, each asserting its code.
+    let this_file =
+        std::fs::read_to_string(crate::support::root().join("tests/rivet/diagnostics.rs")).unwrap();
+    for (code, test) in [
+        (
+            "rivet::load::not_a_file",
+            "a_fifo_or_a_device_named_toml_does_not_hang_validate",
+        ),
+        (
+            "rivet::load::outside",
+            "a_fifo_or_a_device_named_toml_does_not_hang_validate",
+        ),
+        (
+            "rivet::load::too_large",
+            "a_file_over_16_mib_is_refused_naming_the_limit",
+        ),
+    ] {
+        let body = this_file
+            .split(&format!("fn {test}()"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no test `{test}`"));
+        let body = body.split("\n#[test]").next().unwrap();
+        assert!(body.contains(code), "`{test}` does not check `{code}`");
+        covered.insert(code.into());
+    }
     let in_src = codes_in_src();
     assert!(
         in_src.len() > 40,
@@ -269,5 +295,358 @@ fn ports_keep_macs_in_lower_case_with_derived_uuids() {
     assert_eq!(
         ports[0].local_link_connection.port_id.as_deref(),
         Some("Ethernet3/1")
+    );
+}
+
+/// The fixtures that hide a literal secret where a pre-scan of the raw text
+/// missed it: an escaped key, typo keys, a syntax error on the secret's
+/// line, an escaped `@`, a `?token=` and escapes before the user-info.
+const HIDDEN_SECRETS: &[&str] = &[
+    "secret_escaped_key",
+    "secret_typo_keys",
+    "secret_syntax_error",
+    "secret_url_escaped_at",
+    "secret_url_query_token",
+    "secret_url_escapes_before_userinfo",
+    "secret_in_password_env",
+];
+
+#[test]
+fn literal_secrets_do_not_slip_past_redaction() {
+    for case in HIDDEN_SECRETS {
+        let dir = fixture(&format!("invalid/{case}"));
+        let text = std::fs::read_to_string(dir.join("nodes/a.toml")).unwrap();
+        assert!(
+            text.contains("hunter2"),
+            "{case}: the fixture holds no canary"
+        );
+        for args in [
+            &["validate"][..],
+            &["validate", "--format", "json"][..],
+            &["reconcile", "--dry-run"][..],
+        ] {
+            let output = assert_cmd::Command::cargo_bin("rivet")
+                .unwrap()
+                .args(args)
+                .arg(&dir)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(1), "{case} {args:?}");
+            let shown = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                !shown.contains("hunter2"),
+                "{case} {args:?}: a secret leaked:\n{shown}"
+            );
+            if args.len() != 3 {
+                assert!(shown.contains("nodes/a.toml"), "{case} {args:?}:\n{shown}");
+            }
+        }
+        // The snippet still shows the line, with the secret blanked.
+        let rendered: String = load(&dir)
+            .problems
+            .iter()
+            .map(|p| p.render_plain())
+            .collect();
+        assert!(
+            rendered.contains("***"),
+            "{case}: nothing blanked:\n{rendered}"
+        );
+    }
+}
+
+#[test]
+fn password_env_holding_the_password_is_not_echoed() {
+    let node = |password_env: &str| {
+        format!(
+            "[[node]]\nname = \"n1\"\ndriver = \"ipmi\"\n\
+             bmc = {{ address = \"ipmi://10.0.0.1\", username = \"admin\", password_env = \"{password_env}\" }}\n"
+        )
+    };
+    // Looks random, and no such variable is set: the password itself.
+    let pasted = "Xk9fQ2mZpL7vR4tW";
+    assert!(std::env::var_os(pasted).is_none());
+    let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", &node(pasted))]);
+    let loaded = load(fleet.path());
+    let problem = loaded
+        .problems
+        .iter()
+        .find(|p| p.code == "rivet::bmc::password_env")
+        .expect("a password_env problem");
+    assert!(
+        problem
+            .message
+            .contains("must name an environment variable")
+    );
+    let json = serde_json::to_string(&problem.record()).unwrap();
+    for shown in [problem.render_plain(), json] {
+        assert!(!shown.contains(pasted), "echoed:\n{shown}");
+    }
+    // A variable's name is kept as written and accepted.
+    let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", &node("RACK1_BMC_PASSWORD"))]);
+    let loaded = load(fleet.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    assert!(
+        loaded
+            .fleet
+            .files
+            .iter()
+            .any(|f| f.text.contains("RACK1_BMC_PASSWORD"))
+    );
+}
+
+const NODE: &str = "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\n";
+
+/// The JSON record of the one problem whose `file` is `name`.
+fn record_of(loaded: &rivet::model::fleet::Loaded, name: &str) -> rivet::diag::ProblemRecord {
+    let records: Vec<_> = loaded.problems.iter().map(|p| p.record()).collect();
+    records
+        .iter()
+        .find(|r| r.file.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no problem names {name}: {records:?}"))
+        .clone()
+}
+
+#[test]
+fn a_fifo_or_a_device_named_toml_does_not_hang_validate() {
+    let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", NODE)]);
+    let nodes = fleet.path().join("nodes");
+    let fifo = std::ffi::CString::new(nodes.join("fifo.toml").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("/dev/urandom", nodes.join("random.toml")).unwrap();
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rivet"))
+        .args(["validate", "--format", "json"])
+        .arg(fleet.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("rivet validate still runs after 30 s");
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let errors = json["errors"].as_array().unwrap();
+    let by_file = |name: &str| {
+        errors
+            .iter()
+            .find(|e| e["file"] == name)
+            .unwrap_or_else(|| panic!("no error names {name}: {errors:?}"))
+    };
+    assert_eq!(
+        by_file("nodes/fifo.toml")["code"],
+        "rivet::load::not_a_file"
+    );
+    assert!(
+        by_file("nodes/fifo.toml")["message"]
+            .as_str()
+            .unwrap()
+            .contains("a FIFO")
+    );
+    assert_eq!(by_file("nodes/random.toml")["code"], "rivet::load::outside");
+    assert!(by_file("nodes/random.toml")["help"].is_string());
+    // The regular file beside them is still read.
+    assert_eq!(json["nodes"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_file_over_16_mib_is_refused_naming_the_limit() {
+    let mut big = NODE.replace("n1", "n2");
+    let line = format!("# {}\n", "x".repeat(1021));
+    while big.len() <= 16 * 1024 * 1024 {
+        big.push_str(&line);
+    }
+    let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", NODE), ("nodes/big.toml", &big)]);
+    let loaded = load(fleet.path());
+    let record = record_of(&loaded, "nodes/big.toml");
+    assert_eq!(record.code, "rivet::load::too_large");
+    assert!(
+        record.message.contains("nodes/big.toml"),
+        "{}",
+        record.message
+    );
+    assert!(record.message.contains("16 MiB"), "{}", record.message);
+    assert!(record.help.is_some());
+    // One byte less is read.
+    big.truncate(16 * 1024 * 1024);
+    let end = big.rfind('\n').unwrap() + 1;
+    big.truncate(end);
+    let fleet = crate::support::TempFleet::new(&[("nodes/big.toml", &big)]);
+    assert!(load(fleet.path()).is_valid());
+}
+
+#[test]
+fn symlink_loops_and_dangling_links_name_the_file_in_json() {
+    let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", NODE)]);
+    let nodes = fleet.path().join("nodes");
+    std::os::unix::fs::symlink("loop.toml", nodes.join("loop.toml")).unwrap();
+    std::os::unix::fs::symlink("missing.toml", nodes.join("dangling.toml")).unwrap();
+    std::os::unix::fs::symlink("missing.toml", fleet.path().join("rivet.toml")).unwrap();
+    let loaded = load(fleet.path());
+    for name in ["nodes/loop.toml", "nodes/dangling.toml", "rivet.toml"] {
+        let record = record_of(&loaded, name);
+        assert_eq!(record.code, "rivet::load::unreadable");
+        assert!(record.message.contains(name), "{}", record.message);
+        assert_eq!((record.line, record.column), (None, None));
+    }
+}
+
+#[test]
+fn a_link_to_a_file_inside_the_fleet_directory_is_read() {
+    let fleet = crate::support::TempFleet::new(&[("shared/a.toml", NODE)]);
+    std::fs::create_dir(fleet.path().join("nodes")).unwrap();
+    std::os::unix::fs::symlink("../shared/a.toml", fleet.path().join("nodes/a.toml")).unwrap();
+    let loaded = load(fleet.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    assert_eq!(loaded.fleet.nodes.len(), 1);
+}
+
+#[test]
+fn a_deep_dotted_table_header_is_located() {
+    let deep = vec!["a"; 10_000].join(".");
+    for (text, line) in [
+        (format!("{NODE}[{deep}]\n"), 4),
+        (format!("{NODE}{deep} = 1\n"), 4),
+        (format!("{NODE}x = {{ {deep} = 1 }}\n"), 4),
+        (
+            format!("{NODE}x = {}{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+            4,
+        ),
+        // Found by the fuzzing harness: a value naming a token blanked the
+        // header on the next line, and the key could not be found.
+        (
+            format!("{NODE}bmc = {{ address = \"r://h/?token=x\" }}\n[{deep}]\n"),
+            5,
+        ),
+    ] {
+        let fleet = crate::support::TempFleet::new(&[("nodes/a.toml", &text)]);
+        let loaded = load(fleet.path());
+        let records: Vec<_> = loaded.problems.iter().map(|p| p.record()).collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].code, "rivet::load::syntax");
+        assert_eq!(
+            records[0].file.as_deref(),
+            Some("nodes/a.toml"),
+            "{records:?}"
+        );
+        assert_eq!(records[0].line, Some(line), "{records:?}");
+        assert!(records[0].help.is_some());
+    }
+}
+
+#[test]
+fn long_values_are_quoted_as_a_short_prefix() {
+    // A rollout group with a long name, that every node's error lists.
+    let long = "r".repeat(200_000);
+    let mut files = vec![(
+        "rivet.toml".to_string(),
+        format!("[[rollout]]\nname = \"{long}\"\n"),
+    )];
+    let nodes: String = (0..100)
+        .map(|i| {
+            format!("[[node]]\nname = \"n{i}\"\ndriver = \"fake-hardware\"\nrollout = \"rack1\"\n")
+        })
+        .collect();
+    files.push(("nodes/a.toml".to_string(), nodes));
+    // A long key.
+    files.push((
+        "nodes/b.toml".to_string(),
+        format!("{}{} = 1\n", NODE.replace("n1", "b1"), "k".repeat(200_000)),
+    ));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let fleet = crate::support::TempFleet::new(&files);
+
+    let start = std::time::Instant::now();
+    let loaded = load(fleet.path());
+    assert_eq!(
+        loaded.problems.len(),
+        101,
+        "{:?}",
+        loaded.problems.iter().map(|p| p.code).collect::<Vec<_>>()
+    );
+    for problem in &loaded.problems {
+        let record = problem.record();
+        assert!(
+            record.message.chars().count() <= 200,
+            "{}",
+            record.message.len()
+        );
+        // The unknown-key help lists every valid node key (about 500
+        // characters); what must never be quoted whole is the long value.
+        assert!(record.help.as_ref().unwrap().chars().count() <= 1000);
+        let human = problem.render_plain();
+        assert!(human.len() < 4000, "{} bytes rendered", human.len());
+    }
+    let rollout = loaded
+        .problems
+        .iter()
+        .find(|p| p.code == "rivet::node::unknown_rollout")
+        .unwrap();
+    let prefix = format!("`{}…`", "r".repeat(rivet::diag::QUOTE_MAX));
+    assert!(
+        rollout.help.as_ref().unwrap().contains(&prefix),
+        "{:?}",
+        rollout.help
+    );
+    let key = loaded
+        .problems
+        .iter()
+        .find(|p| p.message.starts_with("unknown key"))
+        .unwrap();
+    assert!(key.message.ends_with("kkk…`"), "{}", key.message.len());
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn human_rendering_is_linear_in_the_number_of_problems() {
+    use rivet::diag::{Loc, Problem, SourceFile};
+    // 20,000 lines of 100 bytes: problems at its end must cost what
+    // problems at its start cost.
+    let line = format!("x = \"{}\"\n", "y".repeat(93));
+    let text = line.repeat(20_000);
+    let file = SourceFile::new("nodes/a.toml", "nodes/a.toml".into(), text);
+    let render = |lines: std::ops::Range<usize>| {
+        let start = std::time::Instant::now();
+        let mut bytes = 0;
+        for n in lines {
+            let at = n * line.len();
+            let problem = Problem::new("rivet::test", "a problem")
+                .at(&Loc::new(&file, at..at + 1), "here")
+                .help("fix it");
+            let rendered = problem.render_plain();
+            assert!(
+                rendered.contains(&format!("nodes/a.toml:{}:1", n + 1)),
+                "{rendered}"
+            );
+            bytes += rendered.len();
+        }
+        (start.elapsed(), bytes)
+    };
+    let (first, first_bytes) = render(0..300);
+    let (last, last_bytes) = render(19_700..20_000);
+    assert!(last_bytes >= first_bytes);
+    assert!(
+        last < first * 4 + std::time::Duration::from_millis(200),
+        "300 problems at the start: {first:?}; at the end: {last:?}"
     );
 }

@@ -23,6 +23,7 @@ mod diagnostics;
 mod examples;
 mod exec_plugin;
 mod fault_server;
+mod fuzz;
 mod hostile_bmc;
 mod ipmi;
 mod ipmi_bed;

@@ -56,7 +56,8 @@ fn validate(dir: &Path) -> Refusal {
             let file = e["file"].as_str();
             Reported {
                 code: e["code"].as_str().expect("a code").to_string(),
-                at: file.map(|_| position(e)),
+                // A whole-file problem names its file but has no place in it.
+                at: file.filter(|_| e["line"].is_u64()).map(|_| position(e)),
                 // The human form quotes places in the primary file inline,
                 // without their position: compare the others.
                 see: e["related"]

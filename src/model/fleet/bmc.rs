@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Builder, loc};
 use crate::config::raw::NodeDecl;
+use crate::config::secret::is_env_name;
 use crate::diag::{Problem, SourceFile};
 use crate::model::hardware::{BmcFamily, HardwareType};
 use crate::model::node::{Bmc, BmcAddress, BmcProtocol, SecretSource};
@@ -112,13 +113,15 @@ impl Builder {
             }
             (Some(env), None) => {
                 if !is_env_name(env.value()) {
+                    // Not quoted: a value that is no variable's name may be
+                    // the password itself (the loader has blanked it).
                     self.push(
                         Problem::new(
                             "rivet::bmc::password_env",
-                            format!("`{}` is not an environment variable name", env.value()),
+                            format!("node `{node}`: `password_env` must name an environment variable"),
                         )
                         .at(&loc(file, env), "not a variable name")
-                        .help("name the variable that holds the password, e.g. `RACK1_BMC_PASSWORD` (letters, digits, `_`)"),
+                        .help("name the variable that holds the password, e.g. `RACK1_BMC_PASSWORD` (letters, digits, `_`), never the password itself"),
                     );
                     return None;
                 }
@@ -149,14 +152,6 @@ impl Builder {
             cipher_suite: b.cipher_suite.as_ref().map(|c| *c.value()),
         })
     }
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Parse a BMC URL; on error, (message, help).
