@@ -171,6 +171,75 @@ fn host_flags_win_over_the_file_and_state_is_relative_to_where_rivet_runs() {
     );
 }
 
+/// `GET /healthz` of a daemon.
+fn healthz(addr: &str) -> Value {
+    reqwest::blocking::get(format!("http://{addr}/healthz"))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+#[test]
+fn two_daemons_on_one_fleet_directory_each_run_as_their_own_host() {
+    let fleet = TempFleet::new(&[
+        ("rivet.toml", "[conductor]\npower_sync_interval = \"1h\"\n"),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"manageable\" }\n",
+        ),
+    ]);
+    let hosts = tempfile::tempdir().unwrap();
+    let state_of = |host: &str| hosts.path().join(host).join("state.redb");
+    let start = |host: &str| {
+        let state = state_of(host);
+        DaemonProcess::start_with(
+            fleet.path(),
+            "info",
+            &[],
+            &[
+                "--host",
+                host,
+                "--state",
+                state.to_str().unwrap(),
+                "--http",
+                "127.0.0.1:0",
+            ],
+            WAIT,
+        )
+    };
+    let daemons = [("prov-a", start("prov-a")), ("prov-b", start("prov-b"))];
+    let mut identities = Vec::new();
+    for (host, daemon) in &daemons {
+        daemon.wait_for("the first pass", |l| l.contains("converge pass done"), WAIT);
+        let health = healthz(&daemon.http_addr());
+        assert_eq!(health["host"], *host, "{health}");
+        identities.push(health["fleet"].clone());
+    }
+    assert_ne!(identities[0], identities[1]);
+    // A reload keeps each host's flags.
+    let more = "[[node]]\nname = \"n2\"\ndriver = \"fake-hardware\"\n\n[[node]]\nname = \"n3\"\ndriver = \"fake-hardware\"\n";
+    std::fs::write(fleet.path().join("nodes/b.toml"), more).unwrap();
+    for (host, daemon) in &daemons {
+        daemon.wait_for("the reload", reloaded_with(3), WAIT);
+        assert_eq!(healthz(&daemon.http_addr())["host"], *host);
+    }
+    for (host, daemon) in daemons {
+        daemon.stop();
+        let store = Store::open(&state_of(host)).unwrap();
+        let record = store
+            .node("n1")
+            .unwrap()
+            .expect("n1 converged in this host's state file");
+        assert_eq!(
+            record.provision_state,
+            rivet::vocab::ProvisionState::Manageable,
+            "{host}"
+        );
+    }
+    // Nothing went to the file's default state file.
+    assert!(!fleet.path().join(".rivet/state.redb").exists());
+}
+
 #[test]
 fn a_daemon_stops_gracefully_on_sigint() {
     let fleet = TempFleet::new(&[
@@ -387,7 +456,7 @@ async fn a_node_list_page_holds_at_most_1000_nodes() {
         ));
     }
     let fleet = TempFleet::new(&[("nodes/a.toml", &nodes)]);
-    let conductor = Conductor::open(fleet.path()).unwrap();
+    let conductor = Conductor::open(fleet.path(), &Default::default()).unwrap();
     let app = rivet::api::router(rivet::daemon::api_state(&conductor).unwrap());
     for uri in ["/v1/nodes", "/v1/nodes?limit=5000"] {
         let response = app

@@ -824,4 +824,23 @@ fn host_flags_are_checked_as_the_file_is_and_name_the_flag() {
             assert!(!shown.contains("hunter2"), "{overrides:?}: {shown}");
         }
     }
+    // The daemon refuses to start on one, saying which flag, and shows no secret.
+    let output = assert_cmd::Command::cargo_bin("rivet")
+        .unwrap()
+        .args(["daemon", "--http", "127.0.0.1:0", "--advertise-url", canary])
+        .arg(clustered.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("rivet::cluster::advertise_url") && shown.contains("--advertise-url"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
 }
