@@ -374,6 +374,7 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         .collect();
     let doc = json!({
         "fleet": state.conductor.fleet_identity(),
+        "host": state.conductor.fleet().conductor.host,
         "status": if !healthy { "unhealthy" } else if internal_errors.is_empty() { "ok" } else { "degraded" },
         "internal_errors": internal_errors,
         "store": match &store_check { Ok(()) => "ok".to_string(), Err(e) => e.clone() },

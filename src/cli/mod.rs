@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::conductor::Conductor;
 use crate::conductor::drivers::{driver_json, enabled};
 use crate::diag::Problem;
-use crate::model::fleet::{Fleet, Loaded, load};
+use crate::model::fleet::{Fleet, HostOverrides, Loaded, load};
 use crate::model::hardware::HardwareType;
 use crate::vocab::InterfaceType;
 
@@ -63,9 +63,19 @@ pub enum Command {
     Daemon {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// The name this host reports (default: `[conductor] host`, else the machine's hostname).
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
+        /// This host's state file, relative to the current directory
+        /// (default: `[conductor] state`, relative to the fleet directory).
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
         /// HTTP API address (default: `[conductor] http`, 127.0.0.1:6385); port 0 picks a free one.
-        #[arg(long)]
+        #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
+        /// The URL the fleet's other daemons reach this one's API at (default: `[cluster] advertise_url`).
+        #[arg(long, value_name = "URL")]
+        advertise_url: Option<String>,
     },
     /// State, current step, last error and history of the nodes, from the
     /// state file, or from a running daemon's API.
@@ -199,7 +209,21 @@ fn run(cli: Cli) -> std::io::Result<ExitCode> {
     match cli.command {
         Command::Validate { dir, format } => validate(&dir, format),
         Command::Reconcile(args) => reconcile::reconcile(&args),
-        Command::Daemon { dir, http } => daemon(&dir, http),
+        Command::Daemon {
+            dir,
+            host,
+            state,
+            http,
+            advertise_url,
+        } => daemon(
+            &dir,
+            &HostOverrides {
+                host,
+                state,
+                http,
+                advertise_url,
+            },
+        ),
         Command::Status {
             dir,
             node,
@@ -293,8 +317,8 @@ fn validate(dir: &Path, format: Format) -> std::io::Result<ExitCode> {
     Ok(code)
 }
 
-fn daemon(dir: &Path, http: Option<std::net::SocketAddr>) -> std::io::Result<ExitCode> {
-    let shared = match Conductor::open(dir) {
+fn daemon(dir: &Path, overrides: &HostOverrides) -> std::io::Result<ExitCode> {
+    let shared = match Conductor::open(dir, overrides) {
         Ok(shared) => shared,
         Err(e) => {
             if let crate::conductor::OpenError::Invalid(problems) = &e {
@@ -307,7 +331,7 @@ fn daemon(dir: &Path, http: Option<std::net::SocketAddr>) -> std::io::Result<Exi
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(crate::daemon::serve(shared, http));
+    let result = runtime.block_on(crate::daemon::serve(shared, overrides.http));
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

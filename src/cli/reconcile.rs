@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::{Format, ReconcileArgs, print_problems};
 use crate::conductor::plan::{PlanError, check_saved, load_valid, plan_loaded};
+use crate::model::fleet::Fleet;
 use crate::plan::render;
 
 pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
@@ -14,6 +15,9 @@ pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
         Ok(fleet) => fleet,
         Err(e) => return Ok(fail(&e)),
     };
+    if !args.dry_run && fleet.cluster.is_some() {
+        return Ok(refuse_clustered(&fleet));
+    }
     // Converging needs the state file for itself; a dry run only reads it.
     let store = if args.dry_run {
         None
@@ -36,7 +40,12 @@ pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match args.format {
         Format::Json => print!("{}", render::json(plan)),
-        Format::Human => print!("{}", render::human(plan, color)),
+        Format::Human => {
+            if planned.fleet.cluster.is_some() {
+                println!("{}", clustered_header(&planned.fleet));
+            }
+            print!("{}", render::human(plan, color));
+        }
     }
     if let Some(out) = &args.out {
         std::fs::write(out, render::json(plan))?;
@@ -57,6 +66,30 @@ pub fn reconcile(args: &ReconcileArgs) -> std::io::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
     }
+}
+
+/// The first line of a clustered fleet's plan: what it was planned from.
+fn clustered_header(fleet: &Fleet) -> String {
+    format!(
+        "Planned from the state file of this host, {} ({}): nodes the cluster's other daemons converge may be further along.",
+        fleet.conductor.host,
+        fleet.conductor.state.display()
+    )
+}
+
+/// Refuse to converge a fleet its daemons converge; exit 2, nothing
+/// opened or changed.
+fn refuse_clustered(fleet: &Fleet) -> ExitCode {
+    let watch = fleet
+        .cluster
+        .as_ref()
+        .and_then(|c| c.advertise_url.as_deref())
+        .unwrap_or("http://HOST:6385");
+    eprintln!(
+        "error: this fleet is converged by its daemons ([cluster] in rivet.toml): a one-shot converge beside them would drive the same BMCs. Nothing was changed.\n  \
+         help: watch them converge it with `rivet status --url {watch}`, or plan with `rivet reconcile --dry-run`; to converge by hand, stop the fleet's daemons, remove [cluster] from rivet.toml and run `rivet reconcile` again"
+    );
+    ExitCode::from(2)
 }
 
 /// Say why nothing was planned or changed; exit 1.

@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::diag::Problem;
 use crate::driver::registry::Registry;
-use crate::model::fleet::{Fleet, load};
+use crate::model::fleet::{Fleet, HostOverrides, load_with};
 use crate::plan::declaration_digest;
 use crate::reconcile::journal::Journal;
 use crate::reconcile::locks::{LocalLocks, NodeLocks};
@@ -56,6 +56,8 @@ pub enum OpenError {
 /// A daemon's state: what it converges, with what, and how it went.
 pub struct Conductor {
     pub dir: PathBuf,
+    /// This host's flags over the declarations, kept for every reload.
+    pub overrides: HostOverrides,
     pub store: Arc<Store>,
     pub journal: Journal,
     /// One lock table for passes, power sync and passthru.
@@ -101,10 +103,10 @@ impl PassWork {
 }
 
 impl Conductor {
-    /// Load the declarations and open the state file; refuses at once when
-    /// another process holds it.
-    pub fn open(dir: &Path) -> Result<Arc<Self>, OpenError> {
-        let loaded = load(dir);
+    /// Load the declarations with this host's `overrides` and open the
+    /// state file; refuses at once when another process holds it.
+    pub fn open(dir: &Path, overrides: &HostOverrides) -> Result<Arc<Self>, OpenError> {
+        let loaded = load_with(dir, overrides);
         if !loaded.is_valid() {
             return Err(OpenError::Invalid(loaded.problems));
         }
@@ -116,6 +118,7 @@ impl Conductor {
         let registry = Arc::new(context::registry(&fleet, false));
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
+            overrides: overrides.clone(),
             store,
             journal,
             locks: Arc::new(LocalLocks::default()),
@@ -181,7 +184,7 @@ impl Conductor {
     /// success install the new ones, stop runs (of `running`) of nodes whose
     /// declarations changed, and return the previous declarations.
     pub fn reload(&self, running: Option<&Stop>) -> Option<Arc<Fleet>> {
-        let loaded = load(&self.dir);
+        let loaded = load_with(&self.dir, &self.overrides);
         if !loaded.is_valid() {
             let messages: Vec<String> = loaded
                 .problems

@@ -548,8 +548,16 @@ fn toml_problem(file: &Arc<SourceFile>, err: &toml::de::Error, code: &'static st
                 "a literal `{field}` is not allowed in declarations"
             ))
             .help(
-                "secrets never live in git: set `password_env = \"VAR\"` (read from the \
-                 environment) or `password_file = \"path\"` instead",
+                if expected.iter().any(|e| e == "password_file")
+                    || !expected.iter().any(|e| e == "password_env")
+                {
+                    "secrets never live in git: set `password_env = \"VAR\"` (read from the \
+                 environment) or `password_file = \"path\"` instead"
+                } else {
+                    // A table without `password_file` ([cluster]).
+                    "secrets never live in git: set `password_env = \"VAR\"` (read from the \
+                 environment) instead"
+                },
             );
         }
         problem = problem.with_message(format!("unknown key `{field}`"));

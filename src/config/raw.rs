@@ -12,13 +12,16 @@ use serde::Deserialize;
 use super::spanned::Sp;
 use crate::vocab::{ArgInfo, BootDevice, BootMode, InterfaceType, PowerTarget, ProvisionTarget};
 
-/// `rivet.toml`: conductor settings, interface enablement and rollout groups.
+/// `rivet.toml`: conductor settings, the cluster several daemons share,
+/// interface enablement and rollout groups.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "rivet.toml")]
 pub struct RivetFile {
     #[serde(default)]
     pub conductor: ConductorDecl,
+    /// Present when several daemons share this fleet through etcd.
+    pub cluster: Option<Sp<ClusterDecl>>,
     #[serde(default)]
     pub hardware: HardwareDecl,
     #[serde(default)]
@@ -40,12 +43,15 @@ pub enum DriftPolicy {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConductorDecl {
-    /// The redb state file, relative to the fleet directory. Default `.rivet/state.redb`.
+    /// The redb state file, relative to the fleet directory (`--state`
+    /// overrides it). Default `.rivet/state.redb`.
     pub state: Option<Sp<String>>,
-    /// HTTP API bind address. Default `127.0.0.1:6385`.
+    /// HTTP API bind address (`--http` overrides it). Default `127.0.0.1:6385`.
     pub http: Option<Sp<String>>,
-    /// The name this conductor reports as its host. Default: the machine's hostname.
-    pub host: Option<String>,
+    /// The name this conductor reports as its host (`--host` overrides it):
+    /// printable ASCII without spaces or `/`, at most 255 characters.
+    /// Default: the machine's hostname.
+    pub host: Option<Sp<String>>,
     /// Nodes converged in parallel. Default 64.
     pub workers: Option<Sp<u32>>,
     /// How often power state is read from every BMC, e.g. `120s`, `5m`. Default `120s`.
@@ -78,6 +84,45 @@ pub struct ConductorDecl {
     /// The most one deploy step may take, its retries included, e.g. `30m`,
     /// `2h`. Default `30m`.
     pub deploy_step_timeout: Option<Sp<String>>,
+}
+
+/// `[cluster]`: the etcd cluster several daemons of this fleet coordinate
+/// through, one per provisioning host. Without it each daemon converges the
+/// whole fleet alone.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterDecl {
+    /// The etcd endpoints, e.g. `["https://10.0.0.1:2379", "https://10.0.0.2:2379"]`:
+    /// `http://` or `https://` with a host and port, no path; credentials go
+    /// in `username` and `password_env`, never in the URL. Required (its
+    /// absence is reported as a problem of its own, not a parse error).
+    #[schemars(required)]
+    pub etcd: Option<Sp<Vec<Sp<String>>>>,
+    /// How long a daemon's lease lives without a keep-alive, in whole
+    /// seconds, e.g. `10s`; at least `2s` (etcd's minimum). Default `10s`.
+    pub lease_ttl: Option<Sp<String>>,
+    /// The conductor group of this fleet's daemons, and of every node that
+    /// names none: letters, digits, `_`, `-` and `.`, at most 255 characters.
+    /// Default `""`.
+    pub conductor_group: Option<Sp<String>>,
+    /// Where in etcd this fleet's keys live: starts and ends with `/`.
+    /// Two fleets sharing one etcd need two prefixes. Default `/rivet/`.
+    pub key_prefix: Option<Sp<String>>,
+    /// The URL the other daemons forward API requests for this host's nodes
+    /// to, e.g. `http://10.0.0.5:6385` (`--advertise-url` overrides it, as it
+    /// differs per host): `http://` or `https://`, host and port, no path.
+    pub advertise_url: Option<Sp<String>>,
+    /// CA bundle (PEM) to verify etcd's certificates with, relative to the
+    /// fleet directory or absolute. Needs `https://` endpoints.
+    pub ca_file: Option<Sp<String>>,
+    /// Client certificate (PEM) for etcd, with `key_file`. Needs `https://` endpoints.
+    pub cert_file: Option<Sp<String>>,
+    /// The client certificate's private key (PEM), with `cert_file`.
+    pub key_file: Option<Sp<String>>,
+    /// The etcd user, with `password_env`.
+    pub username: Option<Sp<String>>,
+    /// Environment variable that holds the etcd user's password.
+    pub password_env: Option<Sp<String>>,
 }
 
 /// `[hardware]`: which hardware types and interfaces are enabled, and the

@@ -154,6 +154,17 @@ pub fn url_secrets(s: &str) -> Vec<Range<usize>> {
     out
 }
 
+/// `s` with every URL credential [`url_secrets`] finds blanked, as the
+/// loader blanks a file's: for a URL that comes from elsewhere (a flag).
+pub fn blank_url_secrets(s: &str) -> String {
+    let blanks: Vec<Blank> = url_secrets(s).into_iter().map(Blank::Chars).collect();
+    if blanks.is_empty() {
+        s.to_string()
+    } else {
+        apply(s, &blanks)
+    }
+}
+
 fn percent_decoded(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -521,6 +532,10 @@ mod tests {
         assert_eq!(found("https://ghp_abc@github.com/x"), ["ghp_abc"]);
         assert_eq!(found("redfish://h/x?latency=2ms&t%6Fken=abc#k"), ["abc"]);
         assert!(url_secrets("ops@example.com").is_empty());
+        assert_eq!(
+            blank_url_secrets("http://root:hunter2@10.0.0.5:6385"),
+            "http://root:*******@10.0.0.5:6385"
+        );
         assert!(url_secrets("fake://n1?latency=20ms").is_empty());
     }
 

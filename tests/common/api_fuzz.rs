@@ -48,7 +48,7 @@ impl Target {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("nodes")).unwrap();
         std::fs::write(dir.path().join("nodes/a.toml"), NODES).unwrap();
-        let shared = Conductor::open(dir.path()).unwrap();
+        let shared = Conductor::open(dir.path(), &Default::default()).unwrap();
         let mut record =
             NodeRecord::enrolled("6ad3a2a4-3c2f-4e0b-9d57-5d7c1c0b2a11", "fake-hardware");
         record.updated_at = Some("2026-01-01T00:00:00Z".into());

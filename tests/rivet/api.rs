@@ -58,7 +58,7 @@ impl Api {
 
     fn with(state: impl FnOnce(&Arc<Conductor>) -> ApiState) -> Self {
         let fleet = fleet();
-        let shared = Conductor::open(fleet.path()).unwrap();
+        let shared = Conductor::open(fleet.path(), &Default::default()).unwrap();
         let app = api::router(state(&shared));
         Self {
             shared,

@@ -90,7 +90,7 @@ impl Api {
             ),
             ("nodes/a.toml", NODES),
         ]);
-        let shared = Conductor::open(fleet.path()).unwrap();
+        let shared = Conductor::open(fleet.path(), &Default::default()).unwrap();
         let put = |name: &str, edit: &dyn Fn(&mut NodeRecord)| {
             let mut record = NodeRecord::enrolled(
                 rivet::model::node::derived_uuid(name).to_string(),

@@ -86,7 +86,7 @@ impl Api {
     fn converged() -> Self {
         let fleet = fleet();
         converge_then_declare_r1(&fleet);
-        let conductor = Conductor::open(fleet.path()).unwrap();
+        let conductor = Conductor::open(fleet.path(), &Default::default()).unwrap();
         let app = api::router(daemon::api_state(&conductor).unwrap());
         Self {
             app,

@@ -62,6 +62,185 @@ fn the_documented_conductor_defaults_hold() {
 }
 
 #[test]
+fn the_documented_cluster_defaults_hold_and_nodes_take_its_conductor_group() {
+    let two_nodes = format!(
+        "{ONE_NODE}\n[[node]]\nname = \"n2\"\ndriver = \"fake-hardware\"\nconductor_group = \"Rack-2\"\n"
+    );
+    // Without [cluster] there is none, and a node's group stays "".
+    let plain = TempFleet::new(&[("nodes/a.toml", &two_nodes)]);
+    let loaded = load(plain.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    assert!(loaded.fleet.cluster.is_none());
+    assert_eq!(loaded.fleet.nodes[0].tenancy.conductor_group, "");
+
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[cluster]\netcd = [\"http://10.0.0.1:2379/\"]\n",
+        ),
+        ("nodes/a.toml", &two_nodes),
+    ]);
+    let loaded = load(fleet.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    let cluster = loaded.fleet.cluster.as_ref().unwrap();
+    assert_eq!(cluster.etcd, ["http://10.0.0.1:2379"]);
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(10));
+    assert_eq!(cluster.conductor_group, "");
+    assert_eq!(cluster.key_prefix, "/rivet/");
+    assert_eq!(cluster.advertise_url, None);
+    assert!(cluster.ca_file.is_none() && cluster.cert_file.is_none() && cluster.key_file.is_none());
+    assert!(cluster.username.is_none() && cluster.password_env.is_none());
+
+    // Every setting, TLS files relative to the fleet directory; a node
+    // without a group gets the cluster's, a node's own wins.
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[cluster]\netcd = [\"https://10.0.0.1:2379\", \"https://10.0.0.2:2379\"]\n\
+             lease_ttl = \"30s\"\nconductor_group = \"Rack-1\"\nkey_prefix = \"/rivet/site-a/\"\n\
+             advertise_url = \"http://10.0.0.5:6385\"\nca_file = \"tls/ca.pem\"\n\
+             cert_file = \"tls/client.pem\"\nkey_file = \"tls/client-key.pem\"\n\
+             username = \"rivet\"\npassword_env = \"RIVET_ETCD_PASSWORD\"\n",
+        ),
+        ("tls/ca.pem", "ca\n"),
+        ("tls/client.pem", "cert\n"),
+        ("tls/client-key.pem", "key\n"),
+        ("nodes/a.toml", &two_nodes),
+    ]);
+    let loaded = load(fleet.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    let cluster = loaded.fleet.cluster.as_ref().unwrap();
+    assert_eq!(cluster.etcd.len(), 2);
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(30));
+    assert_eq!(cluster.conductor_group, "rack-1");
+    assert_eq!(cluster.key_prefix, "/rivet/site-a/");
+    assert_eq!(
+        cluster.advertise_url.as_deref(),
+        Some("http://10.0.0.5:6385")
+    );
+    assert_eq!(cluster.ca_file, Some(fleet.path().join("tls/ca.pem")));
+    assert_eq!(cluster.cert_file, Some(fleet.path().join("tls/client.pem")));
+    assert_eq!(
+        cluster.key_file,
+        Some(fleet.path().join("tls/client-key.pem"))
+    );
+    assert_eq!(cluster.username.as_deref(), Some("rivet"));
+    assert_eq!(cluster.password_env.as_deref(), Some("RIVET_ETCD_PASSWORD"));
+    let groups: Vec<&str> = loaded
+        .fleet
+        .nodes
+        .iter()
+        .map(|n| n.tenancy.conductor_group.as_str())
+        .collect();
+    assert_eq!(groups, ["rack-1", "rack-2"]);
+}
+
+#[test]
+fn host_flags_win_over_the_file_and_state_is_relative_to_where_rivet_runs() {
+    use rivet::model::fleet::{HostOverrides, load_with};
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\nhost = \"from-file\"\nstate = \"db/state.redb\"\nhttp = \"127.0.0.1:7000\"\n\
+             [cluster]\netcd = [\"http://10.0.0.1:2379\"]\nadvertise_url = \"http://10.0.0.9:7000\"\n",
+        ),
+        ("nodes/a.toml", ONE_NODE),
+    ]);
+    let from_file = load(fleet.path()).fleet;
+    assert_eq!(from_file.conductor.host, "from-file");
+    assert_eq!(
+        from_file.conductor.state,
+        fleet.path().join("db/state.redb")
+    );
+    let overrides = HostOverrides {
+        host: Some("prov-2".into()),
+        state: Some("here/state.redb".into()),
+        http: Some("127.0.0.1:7002".parse().unwrap()),
+        advertise_url: Some("http://10.0.0.2:7002".into()),
+    };
+    let loaded = load_with(fleet.path(), &overrides);
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    let fleet = loaded.fleet;
+    assert_eq!(fleet.conductor.host, "prov-2");
+    // Not joined to the fleet directory: a path on the command line.
+    assert_eq!(fleet.conductor.state, Path::new("here/state.redb"));
+    assert_eq!(fleet.conductor.http.to_string(), "127.0.0.1:7002");
+    assert_eq!(
+        fleet.cluster.unwrap().advertise_url.as_deref(),
+        Some("http://10.0.0.2:7002")
+    );
+}
+
+/// `GET /healthz` of a daemon.
+fn healthz(addr: &str) -> Value {
+    reqwest::blocking::get(format!("http://{addr}/healthz"))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+#[test]
+fn two_daemons_on_one_fleet_directory_each_run_as_their_own_host() {
+    let fleet = TempFleet::new(&[
+        ("rivet.toml", "[conductor]\npower_sync_interval = \"1h\"\n"),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"manageable\" }\n",
+        ),
+    ]);
+    let hosts = tempfile::tempdir().unwrap();
+    let state_of = |host: &str| hosts.path().join(host).join("state.redb");
+    let start = |host: &str| {
+        let state = state_of(host);
+        DaemonProcess::start_with(
+            fleet.path(),
+            "info",
+            &[],
+            &[
+                "--host",
+                host,
+                "--state",
+                state.to_str().unwrap(),
+                "--http",
+                "127.0.0.1:0",
+            ],
+            WAIT,
+        )
+    };
+    let daemons = [("prov-a", start("prov-a")), ("prov-b", start("prov-b"))];
+    let mut identities = Vec::new();
+    for (host, daemon) in &daemons {
+        daemon.wait_for("the first pass", |l| l.contains("converge pass done"), WAIT);
+        let health = healthz(&daemon.http_addr());
+        assert_eq!(health["host"], *host, "{health}");
+        identities.push(health["fleet"].clone());
+    }
+    assert_ne!(identities[0], identities[1]);
+    // A reload keeps each host's flags.
+    let more = "[[node]]\nname = \"n2\"\ndriver = \"fake-hardware\"\n\n[[node]]\nname = \"n3\"\ndriver = \"fake-hardware\"\n";
+    std::fs::write(fleet.path().join("nodes/b.toml"), more).unwrap();
+    for (host, daemon) in &daemons {
+        daemon.wait_for("the reload", reloaded_with(3), WAIT);
+        assert_eq!(healthz(&daemon.http_addr())["host"], *host);
+    }
+    for (host, daemon) in daemons {
+        daemon.stop();
+        let store = Store::open(&state_of(host)).unwrap();
+        let record = store
+            .node("n1")
+            .unwrap()
+            .expect("n1 converged in this host's state file");
+        assert_eq!(
+            record.provision_state,
+            rivet::vocab::ProvisionState::Manageable,
+            "{host}"
+        );
+    }
+    // Nothing went to the file's default state file.
+    assert!(!fleet.path().join(".rivet/state.redb").exists());
+}
+
+#[test]
 fn a_daemon_stops_gracefully_on_sigint() {
     let fleet = TempFleet::new(&[
         ("rivet.toml", "[conductor]\npower_sync_interval = \"1h\"\n"),
@@ -277,7 +456,7 @@ async fn a_node_list_page_holds_at_most_1000_nodes() {
         ));
     }
     let fleet = TempFleet::new(&[("nodes/a.toml", &nodes)]);
-    let conductor = Conductor::open(fleet.path()).unwrap();
+    let conductor = Conductor::open(fleet.path(), &Default::default()).unwrap();
     let app = rivet::api::router(rivet::daemon::api_state(&conductor).unwrap());
     for uri in ["/v1/nodes", "/v1/nodes?limit=5000"] {
         let response = app

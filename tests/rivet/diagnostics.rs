@@ -300,22 +300,27 @@ fn ports_keep_macs_in_lower_case_with_derived_uuids() {
 
 /// The fixtures that hide a literal secret where a pre-scan of the raw text
 /// missed it: an escaped key, typo keys, a syntax error on the secret's
-/// line, an escaped `@`, a `?token=` and escapes before the user-info.
-const HIDDEN_SECRETS: &[&str] = &[
-    "secret_escaped_key",
-    "secret_typo_keys",
-    "secret_syntax_error",
-    "secret_url_escaped_at",
-    "secret_url_query_token",
-    "secret_url_escapes_before_userinfo",
-    "secret_in_password_env",
+/// line, an escaped `@`, a `?token=` and escapes before the user-info; and
+/// those that put one in `[cluster]`: a `password`, a URL's user-info, a
+/// `password_env`. With the file that holds it.
+const HIDDEN_SECRETS: &[(&str, &str)] = &[
+    ("secret_escaped_key", "nodes/a.toml"),
+    ("secret_typo_keys", "nodes/a.toml"),
+    ("secret_syntax_error", "nodes/a.toml"),
+    ("secret_url_escaped_at", "nodes/a.toml"),
+    ("secret_url_query_token", "nodes/a.toml"),
+    ("secret_url_escapes_before_userinfo", "nodes/a.toml"),
+    ("secret_in_password_env", "nodes/a.toml"),
+    ("cluster_literal_password", "rivet.toml"),
+    ("cluster_credentials_in_url", "rivet.toml"),
+    ("cluster_secret_in_password_env", "rivet.toml"),
 ];
 
 #[test]
 fn literal_secrets_do_not_slip_past_redaction() {
-    for case in HIDDEN_SECRETS {
+    for (case, holder) in HIDDEN_SECRETS {
         let dir = fixture(&format!("invalid/{case}"));
-        let text = std::fs::read_to_string(dir.join("nodes/a.toml")).unwrap();
+        let text = std::fs::read_to_string(dir.join(holder)).unwrap();
         assert!(
             text.contains("hunter2"),
             "{case}: the fixture holds no canary"
@@ -324,6 +329,8 @@ fn literal_secrets_do_not_slip_past_redaction() {
             &["validate"][..],
             &["validate", "--format", "json"][..],
             &["reconcile", "--dry-run"][..],
+            &["reconcile"][..],
+            &["daemon", "--http", "127.0.0.1:0"][..],
         ] {
             let output = assert_cmd::Command::cargo_bin("rivet")
                 .unwrap()
@@ -343,7 +350,7 @@ fn literal_secrets_do_not_slip_past_redaction() {
                 "{case} {args:?}: a secret leaked:\n{shown}"
             );
             if args.len() != 3 {
-                assert!(shown.contains("nodes/a.toml"), "{case} {args:?}:\n{shown}");
+                assert!(shown.contains(holder), "{case} {args:?}:\n{shown}");
             }
         }
         // The snippet still shows the line, with the secret blanked.
@@ -649,4 +656,191 @@ fn human_rendering_is_linear_in_the_number_of_problems() {
         last < first * 4 + std::time::Duration::from_millis(200),
         "300 problems at the start: {first:?}; at the end: {last:?}"
     );
+}
+
+/// The problems of `rivet.toml` holding `[cluster]` with `cluster`, by code.
+fn cluster_problems(cluster: &str) -> Vec<rivet::diag::ProblemRecord> {
+    let fleet = crate::support::TempFleet::new(&[
+        ("rivet.toml", &format!("[cluster]\n{cluster}")),
+        ("nodes/a.toml", NODE),
+    ]);
+    load(fleet.path())
+        .problems
+        .iter()
+        .map(|p| p.record())
+        .collect()
+}
+
+#[test]
+fn cluster_values_are_checked_at_the_value_with_help() {
+    let etcd = "etcd = [\"http://10.0.0.1:2379\"]\n";
+    for (line, code, says) in [
+        (
+            "lease_ttl = \"ten\"",
+            "rivet::cluster::lease_ttl",
+            "not a duration",
+        ),
+        (
+            "lease_ttl = \"1500ms\"",
+            "rivet::cluster::lease_ttl",
+            "shorter than",
+        ),
+        (
+            "lease_ttl = \"2500ms\"",
+            "rivet::cluster::lease_ttl",
+            "whole seconds",
+        ),
+        (
+            "key_prefix = \"/rivet\"",
+            "rivet::cluster::key_prefix",
+            "start and end",
+        ),
+        (
+            "key_prefix = \"rivet/\"",
+            "rivet::cluster::key_prefix",
+            "start and end",
+        ),
+        (
+            "key_prefix = \"/ri vet/\"",
+            "rivet::cluster::key_prefix",
+            "printable ASCII",
+        ),
+        (
+            "advertise_url = \"http://10.0.0.5\"",
+            "rivet::cluster::advertise_url",
+            "no port",
+        ),
+        (
+            "advertise_url = \"ftp://10.0.0.5:21\"",
+            "rivet::cluster::advertise_url",
+            "`ftp://`",
+        ),
+        (
+            "password_env = \"RIVET_ETCD_PASSWORD\"",
+            "rivet::cluster::credentials",
+            "without `username`",
+        ),
+        (
+            "key_file = \"rivet.toml\"",
+            "rivet::cluster::tls_pair",
+            "without `cert_file`",
+        ),
+        (
+            "ca_file = \"nodes\"",
+            "rivet::cluster::file",
+            "is not a file",
+        ),
+    ] {
+        let records = cluster_problems(&format!("{etcd}{line}\n"));
+        let found: Vec<&str> = records.iter().map(|r| r.code).collect();
+        let record = records
+            .iter()
+            .find(|r| r.code == code)
+            .unwrap_or_else(|| panic!("{line}: no {code} in {found:?}"));
+        assert!(record.message.contains(says), "{line}: {}", record.message);
+        assert_eq!(
+            (record.file.as_deref(), record.line),
+            (Some("rivet.toml"), Some(3)),
+            "{line}"
+        );
+        // At the value, after `key = `.
+        assert_eq!(record.column, Some(line.find('"').unwrap() + 1), "{line}");
+        assert!(record.help.is_some(), "{line}");
+    }
+    // What is valid is not a problem: 2s, a nested prefix, a URL with its port.
+    let records = cluster_problems(&format!(
+        "{etcd}lease_ttl = \"2s\"\nkey_prefix = \"/rivet/site-a/\"\nadvertise_url = \"https://[fd00::5]:6385/\"\n"
+    ));
+    assert!(records.is_empty(), "{records:?}");
+}
+
+#[test]
+fn host_flags_are_checked_as_the_file_is_and_name_the_flag() {
+    use rivet::model::fleet::{HostOverrides, load_with};
+    let plain = crate::support::TempFleet::new(&[("nodes/a.toml", NODE)]);
+    let clustered = crate::support::TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[cluster]\netcd = [\"http://10.0.0.1:2379\"]\n",
+        ),
+        ("nodes/a.toml", NODE),
+    ]);
+    let canary = "http://root:hunter2-canary@10.0.0.5:6385";
+    let host = |name: &str| HostOverrides {
+        host: Some(name.into()),
+        ..Default::default()
+    };
+    let advertise = |url: &str| HostOverrides {
+        advertise_url: Some(url.into()),
+        ..Default::default()
+    };
+    let advertised = "rivet::cluster::advertise_url";
+    for (dir, overrides, code, flag) in [
+        (
+            clustered.path(),
+            host("prov 1"),
+            "rivet::conductor::host",
+            "`--host prov 1`",
+        ),
+        (
+            clustered.path(),
+            advertise("http://10.0.0.5:6385/v1"),
+            advertised,
+            "`--advertise-url`",
+        ),
+        (
+            clustered.path(),
+            advertise(canary),
+            advertised,
+            "credentials",
+        ),
+        (
+            plain.path(),
+            advertise("http://10.0.0.5:6385"),
+            advertised,
+            "no [cluster]",
+        ),
+    ] {
+        let loaded = load_with(dir, &overrides);
+        assert_eq!(
+            loaded.problems.len(),
+            1,
+            "{overrides:?}: {:?}",
+            loaded.problems
+        );
+        let problem = &loaded.problems[0];
+        assert_eq!(problem.code, code, "{overrides:?}");
+        assert!(
+            problem.message.contains(flag),
+            "{overrides:?}: {}",
+            problem.message
+        );
+        assert!(
+            problem.help.is_some() && problem.at.is_none(),
+            "{overrides:?}"
+        );
+        let json = serde_json::to_string(&problem.record()).unwrap();
+        for shown in [problem.render_plain(), json] {
+            assert!(!shown.contains("hunter2"), "{overrides:?}: {shown}");
+        }
+    }
+    // The daemon refuses to start on one, saying which flag, and shows no secret.
+    let output = assert_cmd::Command::cargo_bin("rivet")
+        .unwrap()
+        .args(["daemon", "--http", "127.0.0.1:0", "--advertise-url", canary])
+        .arg(clustered.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("rivet::cluster::advertise_url") && shown.contains("--advertise-url"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
 }

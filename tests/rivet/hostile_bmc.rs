@@ -244,7 +244,7 @@ fn three_session_nodes(server: &FaultServer, desired: &str) -> TempFleet {
 fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
     let (server, Sessions { logins, live }) = session_bmc();
     let dir = three_session_nodes(&server, "");
-    let conductor = rivet::conductor::Conductor::open(dir.path()).unwrap();
+    let conductor = rivet::conductor::Conductor::open(dir.path(), &Default::default()).unwrap();
     rt().block_on(async {
         // A pass enrolls the nodes, so that sweeps read them.
         let pass = conductor.plan_pass(None, Default::default()).unwrap();

@@ -212,3 +212,57 @@ fn validate_refuses_what_a_dry_run_refuses_with_the_same_codes_and_places() {
         );
     }
 }
+
+#[test]
+fn rivet_reconcile_refuses_a_clustered_fleet_and_changes_nothing() {
+    let fleet = crate::support::TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[conductor]\nhost = \"prov-1\"\n\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nadvertise_url = \"http://10.0.0.5:6385\"\n",
+        ),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndesired = { provision = \"manageable\", power = \"on\" }\n",
+        ),
+    ]);
+    let dir = fleet.path();
+    // It validates, and plans offline from this host's state file, saying so.
+    assert_eq!(rivet(dir, &["validate"]).status.code(), Some(0));
+    let planned = rivet(dir, &["reconcile", "--dry-run"]);
+    assert_eq!(planned.status.code(), Some(0), "{planned:?}");
+    let stdout = String::from_utf8(planned.stdout).unwrap();
+    let header = stdout.lines().next().unwrap();
+    assert!(
+        header.contains("state file of this host, prov-1") && header.contains(".rivet/state.redb"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("manage"), "{stdout}");
+    // The JSON plan is the plan alone.
+    let json = rivet(dir, &["reconcile", "--dry-run", "--format", "json"]);
+    serde_json::from_slice::<serde_json::Value>(&json.stdout).expect("a JSON plan");
+
+    for args in [&["reconcile"][..], &["reconcile", "--refresh"][..]] {
+        let out = rivet(dir, args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: no plan is shown");
+        for says in [
+            "converged by its daemons",
+            "would drive the same BMCs",
+            "Nothing was changed",
+            "rivet status --url http://10.0.0.5:6385",
+            "stop the fleet's daemons, remove [cluster]",
+        ] {
+            assert!(stderr.contains(says), "{args:?}: no `{says}` in:\n{stderr}");
+        }
+    }
+    // No state file, no fake BMC: not even the state directory.
+    assert!(!dir.join(".rivet").exists());
+    // Without [cluster], the same fleet converges.
+    std::fs::write(dir.join("rivet.toml"), "[conductor]\nhost = \"prov-1\"\n").unwrap();
+    let out = rivet(dir, &["reconcile"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(dir.join(".rivet/state.redb").exists());
+    let plan = String::from_utf8(rivet(dir, &["reconcile", "--dry-run"]).stdout).unwrap();
+    assert!(!plan.contains("state file of this host"), "{plan}");
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{Builder, loc};
 use crate::config::raw::NodeDecl;
 use crate::config::secret::is_env_name;
-use crate::diag::{Problem, SourceFile};
+use crate::diag::{Loc, Problem, SourceFile};
 use crate::model::hardware::{BmcFamily, HardwareType};
 use crate::model::node::{Bmc, BmcAddress, BmcProtocol, SecretSource};
 
@@ -112,17 +112,14 @@ impl Builder {
                 return None;
             }
             (Some(env), None) => {
-                if !is_env_name(env.value()) {
-                    // Not quoted: a value that is no variable's name may be
-                    // the password itself (the loader has blanked it).
-                    self.push(
-                        Problem::new(
-                            "rivet::bmc::password_env",
-                            format!("node `{node}`: `password_env` must name an environment variable"),
-                        )
-                        .at(&loc(file, env), "not a variable name")
-                        .help("name the variable that holds the password, e.g. `RACK1_BMC_PASSWORD` (letters, digits, `_`), never the password itself"),
-                    );
+                if let Some(problem) = not_an_env_name(
+                    "rivet::bmc::password_env",
+                    &format!("node `{node}`"),
+                    &loc(file, env),
+                    env.value(),
+                    "RACK1_BMC_PASSWORD",
+                ) {
+                    self.push(problem);
                     return None;
                 }
                 Some(SecretSource::Env(env.value().clone()))
@@ -152,6 +149,29 @@ impl Builder {
             cipher_suite: b.cipher_suite.as_ref().map(|c| *c.value()),
         })
     }
+}
+
+/// The problem of a `password_env` (of `whose`, at `at`) that names no
+/// environment variable; `None` when it names one. The value is never
+/// quoted: what is no variable's name may be the password itself (the
+/// loader has blanked it).
+pub(super) fn not_an_env_name(
+    code: &'static str,
+    whose: &str,
+    at: &Loc,
+    value: &str,
+    example: &str,
+) -> Option<Problem> {
+    (!is_env_name(value)).then(|| {
+        Problem::new(
+            code,
+            format!("{whose}: `password_env` must name an environment variable"),
+        )
+        .at(at, "not a variable name")
+        .help(format!(
+            "name the variable that holds the password, e.g. `{example}` (letters, digits, `_`), never the password itself"
+        ))
+    })
 }
 
 /// Parse a BMC URL; on error, (message, help).

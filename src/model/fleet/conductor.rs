@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::host::{HOST_HELP, host_name_error};
 use super::{Builder, loc, parse_duration};
 use crate::config::raw::DriftPolicy;
 use crate::config::spanned::Sp;
@@ -92,7 +93,7 @@ impl Builder {
         let mut conductor = Conductor {
             state: root.join(".rivet/state.redb"),
             http: SocketAddr::from(([127, 0, 0, 1], 6385)),
-            host: decl.host.clone().unwrap_or_else(local_hostname),
+            host: local_hostname(),
             workers: 64,
             power_sync_interval: Duration::from_secs(120),
             power_sync_workers: 128,
@@ -116,6 +117,19 @@ impl Builder {
         };
         if let Some(state) = &decl.state {
             conductor.state = root.join(state.value());
+        }
+        if let Some(host) = &decl.host {
+            match host_name_error(host.value()) {
+                None => conductor.host = host.value().clone(),
+                Some(why) => self.push(
+                    Problem::new(
+                        "rivet::conductor::host",
+                        format!("`{}` is not a host name: {why}", host.value()),
+                    )
+                    .at(&loc(file, host), "not a host name")
+                    .help(HOST_HELP),
+                ),
+            }
         }
         if let Some(http) = &decl.http {
             match http.parse::<SocketAddr>() {

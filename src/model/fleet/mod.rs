@@ -1,6 +1,7 @@
 //! Building the validated fleet from raw declarations, collecting every
 //! problem on the way. One module per concern: `conductor` (`[conductor]`
-//! and `[[rollout]]`), `interfaces` (exec-plugin `[[interface]]`s),
+//! and `[[rollout]]`), `cluster` (`[cluster]`), `host` (the flags of one
+//! host over both), `interfaces` (exec-plugin `[[interface]]`s),
 //! `hardware` (custom hardware types and `[hardware]`), `nodes` (each
 //! `[[node]]`), `ports` (its `[[node.ports]]`), `composition` (a node's
 //! interfaces), `bmc` (a node's BMC and its address), `steps` (deploy templates, requested steps and the merged
@@ -8,10 +9,12 @@
 //! are also what a plan orders by, so a fleet that validates plans.
 
 mod bmc;
+mod cluster;
 mod composition;
 mod conductor;
 pub mod graph;
 mod hardware;
+mod host;
 mod interfaces;
 mod nodes;
 mod ports;
@@ -31,8 +34,10 @@ use crate::config::spanned::Sp;
 use crate::diag::{self, Loc, Problem, SourceFile};
 
 pub use bmc::parse_bmc_address;
+pub use cluster::{ClusterSettings, DEFAULT_KEY_PREFIX, DEFAULT_LEASE_TTL, MIN_LEASE_TTL};
 pub use conductor::{Conductor, Rollout};
 pub use hardware::Hardware;
+pub use host::HostOverrides;
 pub use steps::DeployTemplate;
 
 /// A validated fleet. Nodes with problems are left out; the rest are whole.
@@ -40,6 +45,9 @@ pub use steps::DeployTemplate;
 pub struct Fleet {
     pub root: PathBuf,
     pub conductor: Conductor,
+    /// `[cluster]`: the daemons of this fleet share it through etcd.
+    /// `None` without it, when one daemon converges the whole fleet.
+    pub cluster: Option<ClusterSettings>,
     pub hardware: Hardware,
     /// Built-in and custom hardware types, sorted by name.
     pub types: Vec<HardwareType>,
@@ -109,7 +117,13 @@ impl Loaded {
 
 /// Read and validate the fleet in `dir`.
 pub fn load(dir: &std::path::Path) -> Loaded {
-    build(load_dir(dir))
+    load_with(dir, &HostOverrides::default())
+}
+
+/// Read and validate the fleet in `dir` as this host runs it: `overrides`
+/// over the files' per-host settings.
+pub fn load_with(dir: &std::path::Path, overrides: &HostOverrides) -> Loaded {
+    build_with(load_dir(dir), overrides)
 }
 
 /// Validate declarations kept as texts (the last converged ones, from the
@@ -123,17 +137,28 @@ pub fn load_stored(
 
 /// Validate raw declarations into a fleet.
 pub fn build(raw: RawFleet) -> Loaded {
+    build_with(raw, &HostOverrides::default())
+}
+
+/// Validate raw declarations into a fleet, with this host's `overrides`.
+pub fn build_with(raw: RawFleet, overrides: &HostOverrides) -> Loaded {
     let mut b = Builder {
         root: raw.root.clone(),
         problems: raw.problems,
         catalog: Catalog::builtin(),
         types: builtin_hardware_types(),
+        default_conductor_group: String::new(),
     };
     let (rivet_file, rivet) = match raw.rivet {
         Some((file, decl)) => (Some(file), decl),
         None => (None, Default::default()),
     };
-    let conductor = b.conductor(rivet_file.as_ref(), &raw.root, &rivet.conductor);
+    let mut conductor = b.conductor(rivet_file.as_ref(), &raw.root, &rivet.conductor);
+    let mut cluster = b.cluster(rivet_file.as_ref(), &raw.root, rivet.cluster.as_ref());
+    b.host_overrides(overrides, &mut conductor, cluster.as_mut());
+    if let Some(cluster) = &cluster {
+        b.default_conductor_group = cluster.conductor_group.clone();
+    }
     for (file, decl) in &raw.interfaces {
         b.exec_interface(file, decl);
     }
@@ -150,6 +175,7 @@ pub fn build(raw: RawFleet) -> Loaded {
         fleet: Fleet {
             root: raw.root,
             conductor,
+            cluster,
             hardware,
             types: b.types,
             catalog: b.catalog,
@@ -170,6 +196,8 @@ struct Builder {
     problems: Vec<Problem>,
     catalog: Catalog,
     types: Vec<HardwareType>,
+    /// The conductor group of a node that names none: `[cluster]`'s.
+    default_conductor_group: String,
 }
 
 impl Builder {

@@ -20,6 +20,18 @@ use crate::model::node::{
 };
 use crate::vocab::Name;
 
+/// What a conductor group may be, as Ironic's: letters, digits, `_`, `-`
+/// and `.`, at most 255 characters (kept in lower case).
+pub(super) fn is_conductor_group(text: &str) -> bool {
+    text.len() <= 255
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+pub(super) const CONDUCTOR_GROUP_HELP: &str =
+    "use letters, digits, `_`, `-` and `.`, at most 255 characters, e.g. `rack-7`";
+
 impl Builder {
     pub(super) fn nodes(
         &mut self,
@@ -211,22 +223,19 @@ impl Builder {
                 .help("shorten it to at most 80 characters, e.g. `baremetal-gpu`"),
             );
         }
+        // A node's own group wins; one that names none gets `[cluster]`'s.
         let conductor_group = match &decl.conductor_group {
-            None => String::new(),
+            None => self.default_conductor_group.clone(),
             Some(group) => {
                 let text = group.value();
-                let valid = text.len() <= 255
-                    && text
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-                if !valid {
+                if !is_conductor_group(text) {
                     self.push(
                         Problem::new(
                             "rivet::node::conductor_group",
                             format!("node `{node}`: `{text}` is not a valid conductor group"),
                         )
                         .at(&loc(file, group), "invalid conductor group")
-                        .help("use letters, digits, `_`, `-` and `.`, at most 255 characters, e.g. `rack-7`"),
+                        .help(CONDUCTOR_GROUP_HELP),
                     );
                 }
                 text.to_ascii_lowercase()
