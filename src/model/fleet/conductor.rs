@@ -251,7 +251,8 @@ impl Builder {
     }
 }
 
-fn local_hostname() -> String {
+/// This machine's host name, the default `[conductor] host`.
+pub fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
