@@ -25,7 +25,10 @@ pub const POWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The drivers of `fleet`. `read_only` fake BMCs are never created (a
 /// refresh reads only); a converge creates them.
 pub fn registry(fleet: &Fleet, read_only: bool) -> Registry {
-    let bmcs = Arc::new(FakeBmcDir::beside(&fleet.conductor.state, read_only));
+    let bmcs = Arc::new(FakeBmcDir::new(
+        fleet.conductor.fake_bmc_dir.clone(),
+        read_only,
+    ));
     Registry::new(fleet.root.clone(), bmcs)
         .with_ipmi_min_command_interval(fleet.conductor.ipmi_min_command_interval)
 }

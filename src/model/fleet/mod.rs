@@ -31,7 +31,7 @@ use crate::config::spanned::Sp;
 use crate::diag::{self, Loc, Problem, SourceFile};
 
 pub use bmc::parse_bmc_address;
-pub use conductor::{Conductor, Rollout, local_hostname};
+pub use conductor::{Conductor, Rollout, default_fake_bmc_dir, local_hostname};
 pub use hardware::Hardware;
 pub use steps::DeployTemplate;
 
