@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::driver::fake::FakeBmcDir;
+use crate::driver::fence::Solo;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
 use crate::reconcile::Ctx;
@@ -48,6 +49,7 @@ pub fn with(
     journal: Journal,
     locks: Arc<dyn NodeLocks>,
 ) -> Arc<Ctx> {
+    let permits = Arc::new(Solo(Arc::from(fleet.conductor.host.as_str())));
     Arc::new(Ctx {
         registry,
         fleet,
@@ -56,5 +58,6 @@ pub fn with(
         attempts: ATTEMPTS,
         retry: RETRY,
         power_timeout: POWER_TIMEOUT,
+        permits,
     })
 }
