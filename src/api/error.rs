@@ -140,6 +140,8 @@ impl ApiError {
                 ErrorKind::Invalid | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
                 ErrorKind::Retryable => StatusCode::SERVICE_UNAVAILABLE,
                 ErrorKind::Fatal => StatusCode::INTERNAL_SERVER_ERROR,
+                // Another conductor owns the node now, as a held lock is 409.
+                ErrorKind::Fenced => StatusCode::CONFLICT,
             },
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Timeout => StatusCode::REQUEST_TIMEOUT,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::driver::fake::FakeBmcDir;
+use crate::driver::fence::Solo;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
 use crate::reconcile::Ctx;
@@ -25,7 +26,10 @@ pub const POWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The drivers of `fleet`. `read_only` fake BMCs are never created (a
 /// refresh reads only); a converge creates them.
 pub fn registry(fleet: &Fleet, read_only: bool) -> Registry {
-    let bmcs = Arc::new(FakeBmcDir::beside(&fleet.conductor.state, read_only));
+    let bmcs = Arc::new(FakeBmcDir::new(
+        fleet.conductor.fake_bmc_dir.clone(),
+        read_only,
+    ));
     Registry::new(fleet.root.clone(), bmcs)
         .with_ipmi_min_command_interval(fleet.conductor.ipmi_min_command_interval)
 }
@@ -45,6 +49,7 @@ pub fn with(
     journal: Journal,
     locks: Arc<dyn NodeLocks>,
 ) -> Arc<Ctx> {
+    let permits = Arc::new(Solo(Arc::from(fleet.conductor.host.as_str())));
     Arc::new(Ctx {
         registry,
         fleet,
@@ -53,5 +58,6 @@ pub fn with(
         attempts: ATTEMPTS,
         retry: RETRY,
         power_timeout: POWER_TIMEOUT,
+        permits,
     })
 }

@@ -84,6 +84,10 @@ pub struct ConductorDecl {
     /// The most one deploy step may take, its retries included, e.g. `30m`,
     /// `2h`. Default `30m`.
     pub deploy_step_timeout: Option<Sp<String>>,
+    /// Where fake-hardware BMCs keep their state and their call log,
+    /// relative to the fleet directory; conductors that share it share the
+    /// fake BMCs. Default `fake-bmc` beside the state file.
+    pub fake_bmc_dir: Option<Sp<String>>,
 }
 
 /// `[cluster]`: the etcd cluster several daemons of this fleet coordinate

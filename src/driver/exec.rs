@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use async_trait::async_trait;
 
 use super::scrub::Secrets;
-use super::{DriverError, ErrorKind, Vendor};
+use super::{DriverError, ErrorKind, Vendor, fence};
 use crate::model::node::Node;
 
 /// One plugin program.
@@ -94,6 +94,10 @@ impl ExecPlugin {
     }
 
     /// One call; everything the plugin says is scrubbed of `secrets`.
+    /// Every call is fenced: the protocol has no call that only reads
+    /// (deploy steps and passthru methods may do anything), so each checks
+    /// the fence just before the program starts and may run no longer than
+    /// the time left on the lease.
     async fn request(
         &self,
         call: &str,
@@ -103,6 +107,7 @@ impl ExecPlugin {
     ) -> Result<Value, DriverError> {
         let request = json!({ "version": 1, "call": call, "node": node, "args": args });
         let program = self.program();
+        let timeout = fence::check(call)?.cap(self.timeout);
         let mut child = tokio::process::Command::new(&program)
             .args(&self.command[1..])
             .current_dir(&self.root)
@@ -144,7 +149,7 @@ impl ExecPlugin {
             }
             Ok((out, err, child.wait().await))
         };
-        let outcome = tokio::time::timeout(self.timeout, talk).await;
+        let outcome = tokio::time::timeout(timeout, talk).await;
         let (out, err, status) = match outcome {
             Ok(Ok(done)) => done,
             Ok(Err(too_much)) => return Err(too_much),
@@ -154,7 +159,7 @@ impl ExecPlugin {
                 return Err(DriverError::retryable(format!(
                     "plugin {} did not answer within {} and was killed",
                     program.display(),
-                    humantime::format_duration(self.timeout)
+                    humantime::format_duration(timeout)
                 )));
             }
         };

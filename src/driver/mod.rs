@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod fake;
+pub mod fence;
 pub mod ipmi;
 pub mod redfish;
 pub mod registry;
@@ -39,6 +40,10 @@ pub enum ErrorKind {
     Invalid,
     /// This implementation cannot do that (yet).
     Unsupported,
+    /// Not sent, or refused by the BMC, because this conductor may no
+    /// longer own the node (its lease expired, or a newer owner's fencing
+    /// token reached the BMC first). Not retried: the node's owner resumes it.
+    Fenced,
 }
 
 impl DriverError {
@@ -66,6 +71,13 @@ impl DriverError {
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Unsupported,
+            message: message.into(),
+        }
+    }
+
+    pub fn fenced(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Fenced,
             message: message.into(),
         }
     }

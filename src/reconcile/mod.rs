@@ -14,6 +14,9 @@
 //!   nothing and repeats no completed BMC call.
 //! - Every operation is idempotent: the one in flight at a crash runs again.
 //! - Every pass logs why it ran.
+//! - Every operation runs under the node's permit (`driver::fence`); one
+//!   refused, or a BMC call fenced, stops the run with its journal kept,
+//!   for the node's owner to resume.
 
 pub mod journal;
 pub mod locks;
@@ -30,6 +33,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::driver::fence::Permits;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
 use journal::Journal;
@@ -46,6 +50,9 @@ pub struct Ctx {
     pub retry: Backoff,
     /// How long a power change may take to show.
     pub power_timeout: Duration,
+    /// Whether this conductor may act on a node now, and with which
+    /// fencing token: asked before each operation and each power sync.
+    pub permits: Arc<dyn Permits>,
 }
 
 /// Why runners stop early.

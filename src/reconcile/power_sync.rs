@@ -8,6 +8,11 @@
 //! restarted daemon does not record it again. Power sync writes a node's
 //! `last_error` only when no other failure holds it, and clears only what
 //! it wrote itself: a run's error stays until a later run clears it.
+//!
+//! A node this conductor may not act on now (its permit is refused) is
+//! neither read nor enforced in that sweep: not an error, and no step
+//! toward maintenance. Enforcement runs under the node's permit, and one
+//! fenced at the BMC is dropped the same way.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use super::{Ctx, now};
 use crate::config::raw::DriftPolicy;
+use crate::driver::{ErrorKind, fence};
 use crate::model::fleet::Fleet;
 use crate::model::node::Node;
 use crate::store::Write;
@@ -50,6 +56,8 @@ fn note(node: &str, action: &str, outcome: Outcome, detail: String) -> Event {
 enum Found {
     Read(PowerState),
     Failed(String),
+    /// Locked by a run, or not this conductor's to act on now: left for
+    /// the next sweep.
     Busy,
 }
 
@@ -189,6 +197,9 @@ pub async fn sweep(ctx: Arc<Ctx>, fleet: Arc<Fleet>, concurrency: usize) -> Swee
             let Ok(_guard) = ctx.locks.try_lock(&node.name, "power sync") else {
                 return (node, Found::Busy);
             };
+            if ctx.permits.permit(&node).is_err() {
+                return (node, Found::Busy);
+            }
             let found = match ctx.registry.power(&node) {
                 Ok(power) => match power.get_power_state(&node).await {
                     Ok(state) => Found::Read(state),
@@ -280,10 +291,17 @@ pub async fn sweep(ctx: Arc<Ctx>, fleet: Arc<Fleet>, concurrency: usize) -> Swee
             let Ok(_guard) = ctx.locks.try_lock(&node.name, "power sync") else {
                 return None;
             };
+            let permit = ctx.permits.permit(&node).ok()?;
             let result = match ctx.registry.power(&node) {
-                Ok(p) => p.set_power_state(&node, want, ctx.power_timeout).await,
+                Ok(p) => {
+                    let set = p.set_power_state(&node, want, ctx.power_timeout);
+                    fence::within(permit, set).await
+                }
                 Err(e) => Err(e),
             };
+            if result.as_ref().is_err_and(|e| e.kind == ErrorKind::Fenced) {
+                return None;
+            }
             Some((node, want, result))
         });
     }
@@ -356,6 +374,7 @@ mod tests {
     use super::*;
     use crate::backoff::Backoff;
     use crate::driver::fake::{FakeBmcDir, FakeBmcs};
+    use crate::driver::fence::{Fenced, LeaseClock, Permit, Permits};
     use crate::driver::registry::Registry;
     use crate::reconcile::journal::Journal;
     use crate::reconcile::locks::LocalLocks;
@@ -395,6 +414,7 @@ mod tests {
                 cap: Duration::from_millis(1),
             },
             power_timeout: Duration::from_secs(5),
+            permits: Arc::new(crate::driver::fence::Solo(Arc::from("c1"))),
         })
     }
 
@@ -508,6 +528,70 @@ mod tests {
         drop(store);
         close(ctx);
         assert_eq!(actions(&fleet), ["power drift", "power drift ended"]);
+    }
+
+    /// `ctx` with other permits.
+    fn with_permits(mut ctx: Arc<Ctx>, permits: impl Permits + 'static) -> Arc<Ctx> {
+        Arc::get_mut(&mut ctx).expect("not shared yet").permits = Arc::new(permits);
+        ctx
+    }
+
+    /// Another conductor owns every node.
+    struct Elsewhere;
+
+    impl Permits for Elsewhere {
+        fn permit(&self, _node: &Node) -> Result<Permit, Fenced> {
+            Err(Fenced("owned by c2".into()))
+        }
+    }
+
+    /// Every permit's lease has ended.
+    struct Expired(Arc<LeaseClock>);
+
+    impl Permits for Expired {
+        fn permit(&self, _node: &Node) -> Result<Permit, Fenced> {
+            Ok(Permit {
+                host: Arc::from("c1"),
+                token: 1,
+                clock: Some(Arc::clone(&self.0)),
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_node_this_conductor_may_not_act_on_is_neither_read_nor_counted() {
+        let (_dir, fleet) = deployed_then_powered_off("enforce", None);
+        // A read would fail: three would put the node in maintenance.
+        let bmcs = FakeBmcDir::beside(&fleet.conductor.state, false);
+        let mut bmc = bmcs.get("n1").unwrap();
+        bmc.unreachable = true;
+        bmcs.put("n1", &bmc).unwrap();
+        let ctx = with_permits(ctx(&fleet), Elsewhere);
+        for _ in 0..FAILURES_FOR_MAINTENANCE {
+            assert_eq!(sweep_with(&ctx).await, SweepReport::default());
+        }
+        let n1 = ctx.journal.store().node("n1").unwrap().unwrap();
+        assert!(!n1.maintenance && n1.power_failures == 0 && n1.last_error.is_none());
+        close(ctx);
+        assert!(actions(&fleet).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_enforcement_fenced_at_the_bmc_is_no_failure() {
+        let (_dir, fleet) = deployed_then_powered_off("enforce", None);
+        let clock = Arc::new(LeaseClock::new(Duration::ZERO));
+        let ctx = with_permits(ctx(&fleet), Expired(Arc::clone(&clock)));
+        let report = sweep_with(&ctx).await;
+        assert_eq!(report.drifted, ["n1"], "reads are not fenced");
+        assert!(report.enforced.is_empty() && report.failed.is_empty());
+        assert_eq!(clock.fenced_calls(), 1);
+        let bmcs = FakeBmcDir::beside(&fleet.conductor.state, false);
+        assert_eq!(bmcs.get("n1").unwrap().power, PowerState::Off);
+        let store = Arc::clone(ctx.journal.store());
+        assert_eq!(store.node("n1").unwrap().unwrap().last_error, None);
+        drop(store);
+        close(ctx);
+        assert_eq!(actions(&fleet), ["power drift"], "no failed power on");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::ops::Op;
 use super::{Ctx, Progress, Stop, now};
-use crate::driver::DriverError;
+use crate::driver::{DriverError, ErrorKind, fence};
 use crate::model::node::Node;
 use crate::plan::provision::Verb;
 use crate::store::Write;
@@ -31,7 +31,9 @@ pub struct NodeWork {
 pub enum NodeOutcome {
     Converged,
     Failed(String),
-    /// Shutdown: the journal is kept and a restart resumes.
+    /// Shutdown, or this conductor may no longer act on the node: the
+    /// journal is kept and the next run (here or on the node's owner)
+    /// resumes.
     Stopped,
     /// Declarations changed: the journal is dropped and the node re-planned.
     Replanned,
@@ -334,10 +336,7 @@ pub async fn run_node(
     for index in work.next..total {
         if stop.shutdown.is_cancelled() {
             // What finished is kept, so a restart resumes after it.
-            return match unsaved.save(ctx, &name, &work, &send).await {
-                Ok(()) => NodeOutcome::Stopped,
-                Err(e) => NodeOutcome::Failed(e.to_string()),
-            };
+            return keep_journal(ctx, &work, unsaved, &send).await;
         }
         if replan.is_cancelled() {
             return drop_journal(
@@ -349,6 +348,13 @@ pub async fn run_node(
             )
             .await;
         }
+        let permit = match ctx.permits.permit(&work.node) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                tracing::warn!(node = %name, run = work.run_id, reason = %refused, "this conductor may not act on the node now: stopping with the journal kept");
+                return keep_journal(ctx, &work, unsaved, &send).await;
+            }
+        };
         let op = work.ops[index].clone();
         on_start(&mut work.record, &op);
         unsaved.journal = Some(journal_at(index));
@@ -369,22 +375,20 @@ pub async fn run_node(
         }
 
         let began = Instant::now();
+        let fenced = fence::within(permit, execute(ctx, &work.node, &op));
         let result = if op.abortable() {
             tokio::select! {
-                r = execute(ctx, &work.node, &op) => Some(r),
+                r = fenced => Some(r),
                 () = replan.cancelled() => None,
                 () = stop.shutdown.cancelled() => None,
             }
         } else {
-            Some(execute(ctx, &work.node, &op).await)
+            Some(fenced.await)
         };
         let Some(result) = result else {
             // An abortable step was interrupted: it did not complete.
             if stop.shutdown.is_cancelled() {
-                return match unsaved.save(ctx, &name, &work, &send).await {
-                    Ok(()) => NodeOutcome::Stopped,
-                    Err(e) => NodeOutcome::Failed(e.to_string()),
-                };
+                return keep_journal(ctx, &work, unsaved, &send).await;
             }
             return drop_journal(
                 ctx,
@@ -409,6 +413,12 @@ pub async fn run_node(
                 });
                 unsaved.events.push(done);
                 unsaved.finished.push((index, op.label(), elapsed));
+            }
+            Err(e) if e.kind == ErrorKind::Fenced => {
+                // Not a failure of the node: the journal still names this
+                // operation, and the node's owner runs it again.
+                tracing::warn!(node = %name, run = work.run_id, op = %op.label(), error = %e, "fenced: stopping with the journal kept");
+                return keep_journal(ctx, &work, unsaved, &send).await;
             }
             Err(e) => {
                 let message = format!("{}: {e}", op.label());
@@ -489,6 +499,20 @@ impl Unsaved {
             });
         }
         Ok(())
+    }
+}
+
+/// Stop the run with its journal kept (shutdown, or fenced), committing
+/// what finished first, so the next run resumes after it.
+async fn keep_journal(
+    ctx: &Ctx,
+    work: &NodeWork,
+    mut unsaved: Unsaved,
+    send: &impl Fn(Progress),
+) -> NodeOutcome {
+    match unsaved.save(ctx, &work.node.name, work, send).await {
+        Ok(()) => NodeOutcome::Stopped,
+        Err(e) => NodeOutcome::Failed(e.to_string()),
     }
 }
 

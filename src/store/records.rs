@@ -323,6 +323,10 @@ pub struct FakeBmcRecord {
     /// Set by hand to make the BMC stop answering (a fault drill).
     #[serde(default)]
     pub unreachable: bool,
+    /// The highest fencing token the BMC accepted, per node: a call with a
+    /// lower one comes from a conductor that lost the node, and is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, i64>,
 }
 
 impl Default for FakeBmcRecord {
@@ -334,6 +338,7 @@ impl Default for FakeBmcRecord {
             virtual_media: None,
             bios: BTreeMap::new(),
             unreachable: false,
+            tokens: BTreeMap::new(),
         }
     }
 }

@@ -75,13 +75,13 @@ fn text(out: &Output) -> String {
 }
 
 /// One BMC and a fleet of one node on it, `bmc0`, declared `desired`.
-struct OneBmc {
-    bed: IpmiBed,
+pub(crate) struct OneBmc {
+    pub(crate) bed: IpmiBed,
     fleet: Fleet,
     _files: TempFleet,
 }
 
-fn one_bmc(test: &str, desired: &str) -> Option<OneBmc> {
+pub(crate) fn one_bmc(test: &str, desired: &str) -> Option<OneBmc> {
     let bed = IpmiBed::start(test, 1)?;
     let files = fleet_of(&bed, &bed.password, &[desired]);
     let fleet = load(files.path());
@@ -93,11 +93,11 @@ fn one_bmc(test: &str, desired: &str) -> Option<OneBmc> {
 }
 
 impl OneBmc {
-    fn node(&self) -> &Node {
+    pub(crate) fn node(&self) -> &Node {
         &self.fleet.nodes[0]
     }
 
-    fn driver(&self) -> IpmiDriver {
+    pub(crate) fn driver(&self) -> IpmiDriver {
         driver(&self.fleet.root)
     }
 
@@ -113,7 +113,7 @@ impl OneBmc {
     }
 
     /// What the chassis was asked, in order.
-    fn chassis_calls(&self) -> Vec<String> {
+    pub(crate) fn chassis_calls(&self) -> Vec<String> {
         self.bed.bmcs[0]
             .chassis_log()
             .into_iter()

@@ -9,6 +9,8 @@ mod api_fuzz;
 mod api_fuzz_cases;
 mod api_live;
 mod api_resources;
+#[path = "../support/call_log.rs"]
+mod call_log;
 mod canary;
 mod claims;
 mod cli;
@@ -23,6 +25,7 @@ mod diagnostics;
 mod examples;
 mod exec_plugin;
 mod fault_server;
+mod fence;
 mod fuzz;
 mod hostile_bmc;
 mod ipmi;

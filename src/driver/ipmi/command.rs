@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::failure::{Failure, classify};
 use super::{DEFAULT_PORT, IpmiDriver};
-use crate::driver::DriverError;
 use crate::driver::secret::bmc_password;
+use crate::driver::{DriverError, fence};
 use crate::model::node::Node;
 
 /// How long to wait before asking a busy BMC again, on top of the gap.
@@ -57,9 +57,31 @@ impl IpmiDriver {
         (address.host.clone(), address.port.unwrap_or(DEFAULT_PORT))
     }
 
+    /// Run one ipmitool command that only reads (`power status`, `chassis
+    /// bootparam get`) and return its stdout.
+    pub(super) async fn run(&self, node: &Node, command: &[&str]) -> Result<String, DriverError> {
+        self.run_command(node, command, Acts::Reads).await
+    }
+
+    /// Run one ipmitool command that changes something (power, bootdev,
+    /// raw, mc reset): each run checks the fence just before ipmitool
+    /// starts and may take no longer than the time left on the lease.
+    pub(super) async fn run_change(
+        &self,
+        node: &Node,
+        command: &[&str],
+    ) -> Result<String, DriverError> {
+        self.run_command(node, command, Acts::Changes).await
+    }
+
     /// Run one ipmitool command against the node's BMC and return its
     /// stdout. A busy BMC is asked again until `retry_window` passes.
-    pub(super) async fn run(&self, node: &Node, command: &[&str]) -> Result<String, DriverError> {
+    async fn run_command(
+        &self,
+        node: &Node,
+        command: &[&str],
+        acts: Acts,
+    ) -> Result<String, DriverError> {
         let password = self.password(node)?;
         let (host, port) = Self::endpoint(node);
         let lane = lane(&format!("{host}:{port}"));
@@ -71,7 +93,7 @@ impl IpmiDriver {
                     tokio::time::sleep_until(done + self.min_command_interval).await;
                 }
                 let attempt = self
-                    .run_once(node, &host, port, password.as_ref(), command)
+                    .run_once(node, &host, port, password.as_ref(), command, acts)
                     .await;
                 *last_done = Some(Instant::now());
                 attempt
@@ -97,6 +119,7 @@ impl IpmiDriver {
         port: u16,
         password: Option<&Secret>,
         command: &[&str],
+        acts: Acts,
     ) -> Result<String, Failure> {
         let port = port.to_string();
         let mut args: Vec<&str> = vec!["-I", "lanplus", "-H", host, "-p", &port];
@@ -125,6 +148,15 @@ impl IpmiDriver {
         args.extend(command);
         tracing::debug!(node = %node.name, ?args, "ipmitool");
 
+        let timeout = match acts {
+            Acts::Reads => self.command_timeout,
+            Acts::Changes => {
+                let what = format!("ipmitool {}", command.join(" "));
+                fence::check(&what)
+                    .map_err(Failure::Driver)?
+                    .cap(self.command_timeout)
+            }
+        };
         let child = tokio::process::Command::new(&self.program)
             .args(&args)
             .stdin(Stdio::null())
@@ -147,22 +179,28 @@ impl IpmiDriver {
                 ))));
             }
         };
-        let output =
-            match tokio::time::timeout(self.command_timeout, child.wait_with_output()).await {
-                Ok(Ok(output)) => output,
-                Ok(Err(e)) => return Err(Failure::NoAnswer(format!("ipmitool: {e}"))),
-                Err(_) => {
-                    return Err(Failure::NoAnswer(format!(
-                        "ipmitool did not finish within {} and was killed",
-                        humantime::format_duration(self.command_timeout)
-                    )));
-                }
-            };
+        let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err(Failure::NoAnswer(format!("ipmitool: {e}"))),
+            Err(_) => {
+                return Err(Failure::NoAnswer(format!(
+                    "ipmitool did not finish within {} and was killed",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        };
         drop(file);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = meaningful_stderr(&String::from_utf8_lossy(&output.stderr), password);
         classify(output.status.success(), stdout, stderr)
     }
+}
+
+/// Whether a command changes something, and so is fenced.
+#[derive(Debug, Clone, Copy)]
+enum Acts {
+    Reads,
+    Changes,
 }
 
 /// A password. Its `Debug` hides it, so it cannot reach a log by accident.

@@ -38,7 +38,7 @@ impl IpmiDriver {
         let options = (!flags.is_empty()).then(|| format!("options={}", flags.join(",")));
         let mut command = vec!["chassis", "bootdev", device];
         command.extend(options.as_deref());
-        self.run(node, &command).await.map(drop)
+        self.run_change(node, &command).await.map(drop)
     }
 }
 

@@ -38,7 +38,7 @@ impl IpmiDriver {
         } else {
             "off"
         };
-        self.run(node, &["power", verb]).await?;
+        self.run_change(node, &["power", verb]).await?;
         loop {
             if self.power_status(node).await? == target {
                 return Ok(());

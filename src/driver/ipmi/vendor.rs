@@ -26,7 +26,7 @@ impl IpmiDriver {
                 let bytes = raw_bytes(text).map_err(DriverError::invalid)?;
                 let mut command = vec!["raw"];
                 command.extend(bytes.iter().map(String::as_str));
-                let out = self.run(node, &command).await?;
+                let out = self.run_change(node, &command).await?;
                 Ok(Value::String(
                     out.split_whitespace().collect::<Vec<_>>().join(" "),
                 ))
@@ -39,7 +39,7 @@ impl IpmiDriver {
                     })?,
                 };
                 let kind = if warm { "warm" } else { "cold" };
-                self.run(node, &["mc", "reset", kind]).await?;
+                self.run_change(node, &["mc", "reset", kind]).await?;
                 Ok(Value::Null)
             }
             other => Err(DriverError::unsupported(format!(

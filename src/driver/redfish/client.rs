@@ -7,8 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::Timing;
-use crate::driver::DriverError;
 use crate::driver::scrub::Secrets;
+use crate::driver::{DriverError, fence};
 
 /// The most rivet reads of one BMC answer; a larger body is an error, not
 /// a gigabyte of memory.
@@ -100,6 +100,8 @@ impl Client {
             .clone()
     }
 
+    /// Not fenced: a session is no hardware action, and a conductor
+    /// whose lease expired may still log in to read.
     async fn log_in(&self, auth: &mut Auth) -> Result<(), DriverError> {
         let (Some(user), Some(pass)) = (&self.username, &self.password) else {
             *auth = Auth::Basic;
@@ -146,7 +148,8 @@ impl Client {
         }
     }
 
-    /// Delete the session, if there is one: a BMC keeps only a few.
+    /// Delete the session, if there is one: a BMC keeps only a few. Not
+    /// fenced: ending a session changes nothing on the system.
     pub(super) async fn log_out(&self) {
         let mut auth = self.login.auth.lock().await;
         if let Auth::Session { token, location } = &*auth {
@@ -204,6 +207,9 @@ impl Client {
     }
 
     /// One request with authentication, retrying transport errors and 5xx.
+    /// Every attempt of a request that acts on the system (any method but
+    /// GET and HEAD) checks the fence just before it goes out, and may take
+    /// no longer than the time left on the lease.
     pub(super) async fn send(
         &self,
         method: Method,
@@ -215,6 +221,7 @@ impl Client {
             .acquire()
             .await
             .expect("the endpoint limit stays open");
+        let acts = !matches!(method, Method::GET | Method::HEAD);
         let mut attempt = 0;
         let mut relogged = false;
         loop {
@@ -247,6 +254,12 @@ impl Client {
             drop(auth);
             if let Some(body) = body {
                 request = request.json(body);
+            }
+            if acts {
+                let sent = fence::check(&format!("{method} {path}"))?;
+                if sent.timeout.is_some() {
+                    request = request.timeout(sent.cap(self.timing.request));
+                }
             }
             let outcome = match request.send().await {
                 Ok(response) => {

@@ -2,7 +2,7 @@
 //! `[[rollout]]` groups.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,14 @@ pub struct Conductor {
     pub operation_timeout: Duration,
     /// The total deadline of one deploy step.
     pub deploy_step_timeout: Duration,
+    /// Where fake-hardware BMCs keep their state and call log.
+    pub fake_bmc_dir: PathBuf,
+}
+
+/// The fake BMCs' directory when `fake_bmc_dir` is not set: `fake-bmc`
+/// beside the state file.
+pub fn default_fake_bmc_dir(state: &Path) -> PathBuf {
+    state.parent().unwrap_or(Path::new(".")).join("fake-bmc")
 }
 
 /// A rollout group.
@@ -90,8 +98,10 @@ impl Builder {
         root: &std::path::Path,
         decl: &crate::config::raw::ConductorDecl,
     ) -> Conductor {
+        let state = root.join(".rivet/state.redb");
         let mut conductor = Conductor {
-            state: root.join(".rivet/state.redb"),
+            fake_bmc_dir: default_fake_bmc_dir(&state),
+            state,
             http: SocketAddr::from(([127, 0, 0, 1], 6385)),
             host: local_hostname(),
             workers: 64,
@@ -117,6 +127,21 @@ impl Builder {
         };
         if let Some(state) = &decl.state {
             conductor.state = root.join(state.value());
+            conductor.fake_bmc_dir = default_fake_bmc_dir(&conductor.state);
+        }
+        if let Some(dir) = &decl.fake_bmc_dir {
+            if dir.value().trim().is_empty() {
+                self.push(
+                    Problem::new(
+                        "rivet::conductor::fake_bmc_dir",
+                        "`fake_bmc_dir` is empty",
+                    )
+                    .at(&loc(file, dir), "no directory")
+                    .help("name a directory relative to the fleet directory, such as `shared/bmcs`, or remove the key for the default: `fake-bmc` beside the state file"),
+                );
+            } else {
+                conductor.fake_bmc_dir = root.join(dir.value());
+            }
         }
         if let Some(host) = &decl.host {
             match host_name_error(host.value()) {
@@ -265,7 +290,8 @@ impl Builder {
     }
 }
 
-fn local_hostname() -> String {
+/// This machine's host name, the default `[conductor] host`.
+pub fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -35,7 +35,7 @@ use crate::diag::{self, Loc, Problem, SourceFile};
 
 pub use bmc::parse_bmc_address;
 pub use cluster::{ClusterSettings, DEFAULT_KEY_PREFIX, DEFAULT_LEASE_TTL, MIN_LEASE_TTL};
-pub use conductor::{Conductor, Rollout};
+pub use conductor::{Conductor, Rollout, default_fake_bmc_dir, local_hostname};
 pub use hardware::Hardware;
 pub use host::HostOverrides;
 pub use steps::DeployTemplate;
