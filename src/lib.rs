@@ -6,6 +6,7 @@
 pub mod api;
 pub mod backoff;
 pub mod cli;
+pub mod cluster;
 pub mod conductor;
 pub mod config;
 pub mod daemon;

@@ -22,6 +22,9 @@ mod daemon_logs;
 #[path = "../common/daemon_process.rs"]
 mod daemon_process;
 mod diagnostics;
+mod etcd;
+#[path = "../common/etcd_server.rs"]
+mod etcd_server;
 mod examples;
 mod exec_plugin;
 mod fault_server;

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["diag", "vocab", "backoff"],
     &["config"],
     &["model"],
-    &["store", "driver"],
+    &["store", "driver", "cluster"],
     &["plan"],
     &["reconcile"],
     &["conductor"],
@@ -224,6 +224,10 @@ fn the_tidy_checks_find_what_they_look_for() {
             PathBuf::from("cli/mod.rs"),
             "fn f() { println!(\"x\"); }\n".to_string(),
         ),
+        (
+            PathBuf::from("cluster/etcd.rs"),
+            "use crate::reconcile::Pass;\nuse crate::{backoff, model::node};\n".to_string(),
+        ),
         (PathBuf::from("widgets.rs"), String::new()),
     ];
     let problems = layering_problems(&files);
@@ -237,6 +241,12 @@ fn the_tidy_checks_find_what_they_look_for() {
         problems
             .iter()
             .any(|p| p == "import cycle: driver → store → driver"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("src/cluster/etcd.rs:1:") && p.contains("`reconcile`")),
         "{problems:#?}"
     );
     assert!(
