@@ -371,7 +371,7 @@ pub async fn run_node(
         if !op.is_bookkeeping()
             && let Err(e) = unsaved.save(ctx, &name, &work, &send).await
         {
-            return NodeOutcome::Failed(e.to_string());
+            return not_saved(&name, e);
         }
 
         let began = Instant::now();
@@ -444,7 +444,20 @@ pub async fn run_node(
     }
     match unsaved.save(ctx, &name, &work, &send).await {
         Ok(()) => NodeOutcome::Converged,
-        Err(e) => NodeOutcome::Failed(e.to_string()),
+        Err(e) => not_saved(&name, e),
+    }
+}
+
+/// A run whose progress could not be recorded: fenced (another conductor
+/// owns the node now, or this one cannot prove it still does) is a stop
+/// with the journal where it was, for the owner to resume; anything else
+/// fails the node.
+fn not_saved(node: &str, e: super::journal::JournalError) -> NodeOutcome {
+    if e.is_fenced() {
+        tracing::warn!(node = %node, error = %e, "stopping: this conductor may not work on the node now");
+        NodeOutcome::Stopped
+    } else {
+        NodeOutcome::Failed(e.to_string())
     }
 }
 
@@ -512,7 +525,7 @@ async fn keep_journal(
 ) -> NodeOutcome {
     match unsaved.save(ctx, &work.node.name, work, send).await {
         Ok(()) => NodeOutcome::Stopped,
-        Err(e) => NodeOutcome::Failed(e.to_string()),
+        Err(e) => not_saved(&work.node.name, e),
     }
 }
 

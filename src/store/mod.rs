@@ -359,6 +359,26 @@ impl Store {
         Ok(id)
     }
 
+    /// Make the next run id larger than `id`: a journal taken over from
+    /// another daemon keeps its run id, and this daemon's later runs of that
+    /// node must not reuse it.
+    pub fn raise_run_id(&self, id: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let now = meta
+                .get("run_seq")
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            if id > now {
+                meta.insert("run_seq", id).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn put_node(&self, name: &str, record: &NodeRecord) -> Result<(), StoreError> {
         self.apply(&[Write::Node(name.to_string(), record.clone())])
             .map(drop)

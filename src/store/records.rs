@@ -63,6 +63,10 @@ pub struct NodeRecord {
     /// The BIOS settings rivet last applied through the bios interface.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bios: BTreeMap<String, Value>,
+    /// In a cluster: the daemon (host) that owns the node and wrote this
+    /// record. None for a single daemon, which owns every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conductor: Option<String>,
 }
 
 impl NodeRecord {
@@ -99,6 +103,7 @@ impl NodeRecord {
             inspection_started_at: None,
             inspection_finished_at: None,
             bios: BTreeMap::new(),
+            conductor: None,
         }
     }
 }
