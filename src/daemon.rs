@@ -37,6 +37,8 @@ pub enum DaemonError {
     Api(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Cluster(#[from] crate::conductor::cluster::ClusterError),
     #[error("cannot serve the HTTP API on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -53,9 +55,13 @@ const NODE_BACKOFF: Backoff = Backoff {
 
 enum Event {
     FilesChanged,
-    PassDone(Result<Pass, String>),
+    /// A pass ended: the nodes it could touch, how long it took, what it did.
+    PassDone(BTreeSet<String>, Duration, Result<Pass, String>),
     Retry,
 }
+
+/// How often a cluster member places the fleet (claims, handovers).
+const CLUSTER_TICK: Duration = Duration::from_millis(200);
 
 /// Serve the API beside the converge loop until SIGINT or SIGTERM (or the
 /// loop's own error), then let work in flight finish and close the journal.
@@ -64,7 +70,20 @@ pub async fn serve(
     http: Option<std::net::SocketAddr>,
 ) -> Result<(), DaemonError> {
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let api = start_api(&shared, http, shutdown.clone()).await?;
+    let (api, local) = start_api(&shared, http, shutdown.clone()).await?;
+    if let Some(cluster) = &shared.cluster {
+        let url = shared
+            .fleet()
+            .cluster
+            .as_ref()
+            .and_then(|c| c.advertise_url.clone())
+            .unwrap_or_else(|| format!("http://{local}"));
+        if let Err(e) = cluster.join(url, shutdown.clone()).await {
+            shutdown.cancel();
+            let _ = api.await;
+            return Err(DaemonError::Cluster(e));
+        }
+    }
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         signals().await;
@@ -74,6 +93,9 @@ pub async fn serve(
     // The loop also ends on its own errors: stop the API with it.
     shutdown.cancel();
     let _ = api.await;
+    if let Some(cluster) = &shared.cluster {
+        cluster.leave().await;
+    }
     shared.close_sessions().await;
     let journal = shared.journal.clone();
     drop(shared);
@@ -92,10 +114,18 @@ pub async fn run(
     let backoff = NODE_BACKOFF;
     let mut failures: BTreeMap<String, (u32, Instant)> = BTreeMap::new();
     let mut stop = Stop::new(shutdown.clone());
-    let mut running = false;
+    // Passes running now, and the nodes they may touch. A single daemon
+    // runs one pass at a time; a cluster member may start another over
+    // nodes none of its passes runs (nodes it just claimed, nodes whose
+    // peer dependency just converged), so a takeover resumes at once.
+    let mut running = 0usize;
+    let mut in_flight: BTreeSet<String> = BTreeSet::new();
+    let concurrent = shared.cluster.is_some();
+    let mut peer_changed = false;
+    let mut cluster_every = tokio::time::interval(CLUSTER_TICK);
+    cluster_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = true;
     let mut previous: Option<Arc<Fleet>> = None;
-    let mut pass_started = Instant::now();
     let mut sync_every = tokio::time::interval(shared.fleet().conductor.power_sync_interval);
     sync_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sync_every.tick().await;
@@ -105,7 +135,7 @@ pub async fn run(
     tracing::info!(dir = %shared.dir.display(), nodes = shared.fleet().nodes.len(), "daemon ready");
 
     loop {
-        if dirty && !running && !shutdown.is_cancelled() {
+        if dirty && (running == 0 || concurrent) && !shutdown.is_cancelled() {
             dirty = false;
             let now = Instant::now();
             let exclude: BTreeSet<String> = failures
@@ -113,12 +143,24 @@ pub async fn run(
                 .filter(|(_, (_, at))| *at > now)
                 .map(|(n, _)| n.clone())
                 .collect();
-            // Fresh per-node re-plan signals for each pass.
-            stop = Stop::new(shutdown.clone());
-            pass_started = Instant::now();
-            running = start_pass(&shared, previous.take(), exclude, stop.clone(), tx.clone());
-            if !running {
-                release_memory();
+            if running == 0 {
+                // Fresh per-node re-plan signals once no pass runs.
+                stop = Stop::new(shutdown.clone());
+            }
+            match start_pass(
+                &shared,
+                previous.take(),
+                exclude,
+                &in_flight,
+                stop.clone(),
+                tx.clone(),
+            ) {
+                Some(nodes) => {
+                    running += 1;
+                    in_flight.extend(nodes);
+                }
+                None if running == 0 => release_memory(),
+                None => {}
             }
         }
         tokio::select! {
@@ -128,16 +170,21 @@ pub async fn run(
             }
             event = rx.recv() => match event {
                 Some(Event::FilesChanged) => {
-                    if let Some(old) = shared.reload(running.then_some(&stop)) {
+                    if let Some(old) = shared.reload((running > 0).then_some(&stop)) {
                         previous = Some(old);
                         dirty = true;
                     }
                     release_memory();
                 }
-                Some(Event::PassDone(result)) => {
-                    running = false;
-                    // Its per-node replan tokens are of no more use.
-                    stop = Stop::new(shutdown.clone());
+                Some(Event::PassDone(nodes, took, result)) => {
+                    running -= 1;
+                    for node in &nodes {
+                        in_flight.remove(node);
+                    }
+                    if running == 0 {
+                        // Its per-node replan tokens are of no more use.
+                        stop = Stop::new(shutdown.clone());
+                    }
                     match result {
                         Ok(pass) => {
                             let now = Instant::now();
@@ -160,11 +207,11 @@ pub async fn run(
                                 dirty = true;
                             }
                             tracing::info!(run = pass.run_id, converged = pass.report.converged.len(), failed = pass.report.failed.len(), skipped = pass.report.skipped.len(), "converge pass done");
-                            shared.pass_finished(pass_started.elapsed(), Some(pass));
+                            shared.pass_finished(took, Some(pass));
                             release_memory();
                         }
                         Err(e) => {
-                            shared.pass_finished(pass_started.elapsed(), None);
+                            shared.pass_finished(took, None);
                             tracing::error!(error = %e, "converge pass could not run");
                         }
                     }
@@ -172,6 +219,12 @@ pub async fn run(
                 Some(Event::Retry) => dirty = true,
                 None => break,
             },
+            _ = cluster_every.tick(), if concurrent => {
+                if shared.cluster_tick(&in_flight).await || std::mem::take(&mut peer_changed) {
+                    dirty = true;
+                }
+            }
+            () = cluster_changed(&shared) => peer_changed = true,
             _ = prune_every.tick() => {
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
@@ -189,10 +242,11 @@ pub async fn run(
             }
         }
     }
-    // Wait for the pass in flight: its runners stop after their current operation.
-    while running {
+    // Wait for the passes in flight: their runners stop after their current operation.
+    while running > 0 {
         match rx.recv().await {
-            Some(Event::PassDone(_)) | None => running = false,
+            Some(Event::PassDone(..)) => running -= 1,
+            None => running = 0,
             _ => {}
         }
     }
@@ -232,21 +286,32 @@ fn log_sweep(report: &power_sync::SweepReport) {
 }
 
 /// Plan and start a pass in the background when there is work; returns
-/// whether one started.
+/// the nodes it may touch when one started.
 fn start_pass(
     shared: &Arc<Conductor>,
     previous: Option<Arc<Fleet>>,
     exclude: BTreeSet<String>,
+    in_flight: &BTreeSet<String>,
     stop: Stop,
     tx: mpsc::UnboundedSender<Event>,
-) -> bool {
-    let Some(work) = shared.plan_pass(previous, exclude) else {
-        return false;
-    };
+) -> Option<BTreeSet<String>> {
+    let work = shared.plan_pass(previous, exclude, in_flight)?;
+    let nodes = work.nodes.clone();
+    let started = Instant::now();
+    let mine = nodes.clone();
     tokio::spawn(async move {
-        let _ = tx.send(Event::PassDone(work.run(stop).await));
+        let result = work.run(stop).await;
+        let _ = tx.send(Event::PassDone(mine, started.elapsed(), result));
     });
-    true
+    Some(nodes)
+}
+
+/// Resolves when this daemon's cluster view changed (never without one).
+async fn cluster_changed(shared: &Conductor) {
+    match &shared.cluster {
+        Some(cluster) => cluster.changed().notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 type Watcher = notify_debouncer_full::Debouncer<
@@ -324,7 +389,7 @@ pub async fn start_api(
     shared: &Arc<Conductor>,
     http: Option<std::net::SocketAddr>,
     shutdown: tokio_util::sync::CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+) -> Result<(tokio::task::JoinHandle<()>, std::net::SocketAddr), DaemonError> {
     let state = api_state(shared)?;
     let addr = http.unwrap_or(shared.fleet().conductor.http);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -350,10 +415,11 @@ pub async fn start_api(
     let stop_folding = shutdown.clone();
     tokio::spawn(async move { folding.keep_index_current(stop_folding).await });
     let conductor = Arc::clone(shared);
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = crate::api::serve(listener, app, shutdown.cancelled_owned()).await {
             tracing::error!(error = %e, "the HTTP API stopped");
         }
         conductor.wait_for_calls().await;
-    }))
+    });
+    Ok((task, local))
 }

@@ -50,6 +50,17 @@ pub fn with(
     locks: Arc<dyn NodeLocks>,
 ) -> Arc<Ctx> {
     let permits = Arc::new(Solo(Arc::from(fleet.conductor.host.as_str())));
+    with_permits(fleet, registry, journal, locks, permits)
+}
+
+/// As `with`, acting under `permits` (a cluster member's).
+pub fn with_permits(
+    fleet: Arc<Fleet>,
+    registry: Arc<Registry>,
+    journal: Journal,
+    locks: Arc<dyn NodeLocks>,
+    permits: Arc<dyn crate::driver::fence::Permits>,
+) -> Arc<Ctx> {
     Arc::new(Ctx {
         registry,
         fleet,

@@ -11,10 +11,13 @@
 //! - `passthru`: vendor passthru calls (check, lock, call, record);
 //! - `status`: what the state file says of each node;
 //! - `drivers`: hardware types as `baremetal driver` shows them;
-//! - `metrics`: the counters `GET /metrics` renders.
+//! - `metrics`: the counters `GET /metrics` renders;
+//! - `cluster`: this daemon as a member of a cluster on etcd (`[cluster]`):
+//!   lease, ownership, the journal's copy in etcd, peers' records.
 //!
 //! Nothing here prints, knows HTTP or parses arguments.
 
+pub mod cluster;
 pub mod context;
 pub mod converge;
 pub mod drivers;
@@ -41,6 +44,7 @@ use crate::reconcile::pass::{Pass, PassOptions, run_pass};
 use crate::reconcile::power_sync::{self, SweepReport};
 use crate::reconcile::{Ctx, Stop};
 use crate::store::{Snapshot, Store};
+use cluster::Cluster;
 use metrics::Metrics;
 
 /// Why a conductor could not open.
@@ -51,6 +55,8 @@ pub enum OpenError {
     Invalid(Vec<Problem>),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// A daemon's state: what it converges, with what, and how it went.
@@ -76,6 +82,9 @@ pub struct Conductor {
     pub metrics: Arc<Metrics>,
     /// Async passthru calls still running; shutdown waits for them.
     calls: TaskTracker,
+    /// This daemon as a cluster member; `None` without `[cluster]`: it
+    /// owns every node.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// A pass planned by `Conductor::plan_pass`, ready to run.
@@ -86,6 +95,8 @@ pub struct PassWork {
     previous: Option<Arc<Fleet>>,
     exclude: BTreeSet<String>,
     workers: usize,
+    /// The nodes this pass may touch.
+    pub nodes: BTreeSet<String>,
 }
 
 impl PassWork {
@@ -112,7 +123,17 @@ impl Conductor {
         }
         let fleet = loaded.fleet;
         let store = Arc::new(Store::open(&fleet.conductor.state)?);
-        let journal = Journal::start(Arc::clone(&store));
+        let cluster = match &fleet.cluster {
+            Some(settings) => Some(Cluster::new(
+                settings,
+                &fleet.conductor.host,
+                dir,
+                Arc::clone(&store),
+            )?),
+            None => None,
+        };
+        let journal =
+            Journal::start_mirrored(Arc::clone(&store), cluster.as_ref().map(|c| c.mirror()));
         let metrics = Arc::new(Metrics::default());
         metrics.watch(&store);
         let registry = Arc::new(context::registry(&fleet, false));
@@ -130,6 +151,7 @@ impl Conductor {
             started: Instant::now(),
             metrics,
             calls: TaskTracker::new(),
+            cluster,
         }))
     }
 
@@ -145,12 +167,24 @@ impl Conductor {
 
     /// A converge context over the declarations in force.
     pub fn ctx(&self) -> Arc<Ctx> {
-        context::with(
+        context::with_permits(
             self.fleet(),
             self.registry(),
             self.journal.clone(),
             Arc::clone(&self.locks),
+            self.permits(),
         )
+    }
+
+    /// What mutating BMC calls act under: the cluster's per-node permits,
+    /// or this daemon's own (it owns every node).
+    pub fn permits(&self) -> Arc<dyn crate::driver::fence::Permits> {
+        match &self.cluster {
+            Some(cluster) => cluster.permits(),
+            None => Arc::new(crate::driver::fence::Solo(Arc::from(
+                self.fleet().conductor.host.as_str(),
+            ))),
+        }
     }
 
     /// The fleet this conductor serves, as `/healthz` names it
@@ -267,9 +301,10 @@ impl Conductor {
         &self,
         previous: Option<Arc<Fleet>>,
         backing_off: BTreeSet<String>,
+        in_flight: &BTreeSet<String>,
     ) -> Option<PassWork> {
         let fleet = self.fleet();
-        let snapshot = match Snapshot::of(&self.store) {
+        let mut snapshot = match Snapshot::of(&self.store) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the state file");
@@ -285,9 +320,27 @@ impl Conductor {
                 return None;
             }
         };
+        let mut backing_off = backing_off;
+        if let Some(cluster) = &self.cluster {
+            plan::cluster_share(
+                &fleet,
+                &plan,
+                &mut snapshot,
+                &cluster.owned(),
+                in_flight,
+                &mut backing_off,
+            );
+        }
         if !plan::daemon_has_work(&fleet, &plan, &snapshot, &backing_off) {
             return None;
         }
+        let nodes: BTreeSet<String> = plan
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| !backing_off.contains(n))
+            .chain(snapshot.nodes.keys().cloned())
+            .collect();
         tracing::info!(
             deploy = plan.summary.deploy,
             undeploy = plan.summary.undeploy,
@@ -304,7 +357,46 @@ impl Conductor {
             snapshot,
             previous,
             exclude: backing_off,
+            nodes,
         })
+    }
+
+    /// Place the fleet once (cluster members only): claim, hand over, and
+    /// commit what claimed nodes bring from etcd. Whether nodes were
+    /// claimed (a pass has new work).
+    pub async fn cluster_tick(&self, in_flight: &BTreeSet<String>) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        // A node with a journal is in a run, even between passes.
+        let journals = match self.store.journals() {
+            Ok(journals) => journals,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the state file");
+                return false;
+            }
+        };
+        let fleet = self.fleet();
+        // A removed node stays until a pass marked it unmanaged (or pruned
+        // it): nobody else will.
+        let unsettled = |name: &str| {
+            fleet.node(name).is_none()
+                && self
+                    .store
+                    .node(name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| !r.unmanaged)
+        };
+        let busy =
+            |name: &str| in_flight.contains(name) || journals.contains_key(name) || unsettled(name);
+        let tick = cluster.tick(&fleet, &busy).await;
+        if !tick.writes.is_empty()
+            && let Err(e) = self.journal.commit(tick.writes).await
+        {
+            tracing::warn!(error = %e, "cannot record the claimed nodes");
+        }
+        !tick.claimed.is_empty()
     }
 
     /// Record a finished pass for `/healthz` and `/metrics`.

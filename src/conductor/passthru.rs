@@ -180,6 +180,11 @@ impl Conductor {
         } else {
             None
         };
+        // In a cluster only the owner calls the BMC, and only under its lease.
+        let permit = self
+            .permits()
+            .permit(&node)
+            .map_err(|refused| DriverError::fenced(refused.0))?;
         let registry = self.registry();
         let journal = self.journal.clone();
         let (method, verb) = (name.to_string(), verb.to_string());
@@ -187,9 +192,11 @@ impl Conductor {
             let (registry, node, method) =
                 (Arc::clone(&registry), Arc::clone(&node), method.clone());
             async move {
-                let result = registry
-                    .passthru(&fleet, &node, &method, &verb, Value::Object(args))
-                    .await;
+                let result = crate::driver::fence::within(
+                    permit,
+                    registry.passthru(&fleet, &node, &method, &verb, Value::Object(args)),
+                )
+                .await;
                 drop(guard);
                 result
             }

@@ -158,6 +158,70 @@ pub fn daemon_has_work(
                 .any(|(n, record)| fleet.node(n).is_none() && !record.unmanaged))
 }
 
+/// In a cluster, narrow a daemon pass to this daemon's share: the nodes it
+/// owns that no other pass of it runs (`in_flight`), leaving out (in
+/// `exclude`) every other node and every node waiting for a node outside
+/// the share that has not converged (a peer's, or one another pass runs):
+/// the scheduler waits only for dependencies within its pass. The snapshot
+/// keeps only the share, so a pass never touches a journal or record of a
+/// node it does not own.
+pub fn cluster_share(
+    fleet: &Fleet,
+    plan: &crate::plan::Plan,
+    snapshot: &mut Snapshot,
+    owned: &std::collections::BTreeSet<String>,
+    in_flight: &std::collections::BTreeSet<String>,
+    exclude: &mut std::collections::BTreeSet<String>,
+) {
+    let converged = |name: &str| {
+        plan.nodes
+            .binary_search_by(|n| n.name.as_str().cmp(name))
+            .is_ok_and(|i| plan.nodes[i].change == plan::Change::None)
+            && snapshot
+                .nodes
+                .get(name)
+                .is_some_and(|r| r.target_provision_state.is_none())
+    };
+    let mut share: std::collections::BTreeSet<&str> = fleet
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| owned.contains(*n) && !in_flight.contains(*n) && !exclude.contains(*n))
+        .collect();
+    // Until nothing more leaves: a node left out holds back its dependents.
+    loop {
+        let waiting: Vec<&str> = share
+            .iter()
+            .copied()
+            .filter(|name| {
+                fleet.node(name).is_some_and(|node| {
+                    node.depends_on
+                        .iter()
+                        .any(|d| !share.contains(d.value.as_str()) && !converged(&d.value))
+                })
+            })
+            .collect();
+        if waiting.is_empty() {
+            break;
+        }
+        for name in waiting {
+            share.remove(name);
+        }
+    }
+    for node in &fleet.nodes {
+        if !share.contains(node.name.as_str()) {
+            exclude.insert(node.name.clone());
+        }
+    }
+    // Removed nodes this daemon still owns stay, for their prune or mark.
+    let keep = |name: &String| {
+        share.contains(name.as_str())
+            || (fleet.node(name).is_none() && owned.contains(name) && !in_flight.contains(name))
+    };
+    snapshot.nodes.retain(|name, _| keep(name));
+    snapshot.journals.retain(|name, _| keep(name));
+}
+
 /// The shared declarations of a pass, kept as `Arc`s by the daemon.
 pub fn previous_or_kept(
     fleet: &Fleet,

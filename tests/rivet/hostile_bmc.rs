@@ -247,7 +247,9 @@ fn redfish_sessions_are_kept_across_sweeps_and_deleted_at_shutdown() {
     let conductor = rivet::conductor::Conductor::open(dir.path(), &Default::default()).unwrap();
     rt().block_on(async {
         // A pass enrolls the nodes, so that sweeps read them.
-        let pass = conductor.plan_pass(None, Default::default()).unwrap();
+        let pass = conductor
+            .plan_pass(None, Default::default(), &Default::default())
+            .unwrap();
         let stop = rivet::reconcile::Stop::new(tokio_util::sync::CancellationToken::new());
         pass.run(stop).await.unwrap();
         for _ in 0..10 {
