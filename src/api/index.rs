@@ -60,9 +60,14 @@ impl NodeEntry {
     }
 
     /// The conductor that manages the node: none once it is no longer
-    /// declared (unmanaged nodes are left as they are).
-    pub fn conductor<'a>(&self, fleet: &'a Fleet) -> Option<&'a str> {
-        self.decl.map(|_| fleet.conductor.host.as_str())
+    /// declared (unmanaged nodes are left as they are). In a cluster, the
+    /// owner that last wrote the node's record (none before any claimed it).
+    pub fn conductor<'a>(&'a self, fleet: &'a Fleet) -> Option<&'a str> {
+        self.decl?;
+        if fleet.cluster.is_some() {
+            return self.record.as_ref().and_then(|r| r.conductor.as_deref());
+        }
+        Some(fleet.conductor.host.as_str())
     }
 
     /// The detail document as a JSON object (for `fields=` and the states view).

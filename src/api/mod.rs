@@ -9,6 +9,7 @@
 pub mod client;
 pub mod drivers;
 pub mod error;
+pub mod forward;
 pub mod index;
 pub mod nodes;
 pub mod passthru;
@@ -28,7 +29,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, get};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::conductor::Conductor;
 use crate::conductor::metrics;
@@ -247,6 +248,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(calls)
         .fallback(refusals::unrouted)
         .method_not_allowed_fallback(refusals::wrong_verb)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_owner,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(version::headers))
@@ -372,10 +377,14 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         })
         .map(|e| e.name.to_string())
         .collect();
+    let cluster = state.conductor.cluster.as_ref().map(|c| c.status());
+    let stale = cluster.as_ref().and_then(|c| c.stale.clone());
     let doc = json!({
         "fleet": state.conductor.fleet_identity(),
         "host": state.conductor.fleet().conductor.host,
-        "status": if !healthy { "unhealthy" } else if internal_errors.is_empty() { "ok" } else { "degraded" },
+        // Stale: reads are served from what this daemon last saw, and
+        // nothing converges until etcd answers again.
+        "status": if !healthy { "unhealthy" } else if !internal_errors.is_empty() { "degraded" } else if stale.is_some() { "stale" } else { "ok" },
         "internal_errors": internal_errors,
         "store": match &store_check { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
         "watcher_alive": watcher,
@@ -383,6 +392,14 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         "declaration_problems": state.conductor.declaration_problems(),
         "nodes": state.index().entries.len(),
     });
+    let mut doc = doc;
+    if let (Some(cluster), Value::Object(map)) = (cluster, &mut doc) {
+        map.insert(
+            "warnings".into(),
+            json!(stale.into_iter().collect::<Vec<_>>()),
+        );
+        map.insert("cluster".into(), json!(cluster));
+    }
     let status = if healthy && internal_errors.is_empty() {
         StatusCode::OK
     } else {
@@ -408,6 +425,10 @@ async fn metrics_text(State(state): State<ApiState>) -> Response {
         last_pass_age: state.last_pass_age(),
         declaration_problems: state.conductor.declaration_problems(),
     });
+    let text = match &state.conductor.cluster {
+        Some(cluster) => text + &metrics::render_cluster(cluster),
+        None => text,
+    };
     (
         [(
             header::CONTENT_TYPE,

@@ -241,12 +241,14 @@ pub async fn console(
     })
 }
 
-fn conductor_doc(state: &ApiState, base: &str, detail: bool) -> Value {
+/// A conductor as Ironic shows it: this daemon, or in a cluster a live
+/// member (its own drivers and start time are known for this daemon only).
+fn conductor_doc(state: &ApiState, base: &str, detail: bool, member: &Conductorship) -> Value {
     let fleet = state.conductor.fleet();
-    let host = &fleet.conductor.host;
+    let host = &member.host;
     let mut doc = json!({
         "hostname": host,
-        "conductor_group": "",
+        "conductor_group": member.group,
         "links": links(base, &format!("conductors/{host}")),
         "alive": true,
     });
@@ -258,24 +260,63 @@ fn conductor_doc(state: &ApiState, base: &str, detail: bool) -> Value {
         let drivers: Vec<&str> = conductor_drivers::enabled(&fleet)
             .map(|t| t.name.as_str())
             .collect();
-        map.insert("created_at".into(), json!(time::at_time(started)));
-        // This answer is the conductor's heartbeat: it is alive now.
+        map.insert(
+            "created_at".into(),
+            if member.me {
+                json!(time::at_time(started))
+            } else {
+                Value::Null
+            },
+        );
+        // This answer is the conductor's heartbeat: it is alive now (a
+        // member's key lives only as long as its lease).
         map.insert("updated_at".into(), json!(time::at_time(now)));
+        // Every member serves the same declarations, so the same drivers.
         map.insert("drivers".into(), json!(drivers));
     }
     doc
 }
 
-/// `GET /v1/conductors[?detail=true]`: this daemon, the one conductor.
+/// One conductor of the list.
+struct Conductorship {
+    host: String,
+    group: String,
+    me: bool,
+}
+
+/// The live conductors: every member in a cluster, else this daemon.
+fn live_conductors(state: &ApiState) -> Vec<Conductorship> {
+    let fleet = state.conductor.fleet();
+    match &state.conductor.cluster {
+        Some(cluster) => cluster
+            .members()
+            .into_iter()
+            .map(|m| Conductorship {
+                me: m.host == cluster.host,
+                host: m.host,
+                group: m.conductor_group,
+            })
+            .collect(),
+        None => vec![Conductorship {
+            host: fleet.conductor.host.clone(),
+            group: String::new(),
+            me: true,
+        }],
+    }
+}
+
+/// `GET /v1/conductors[?detail=true]`: the live conductors.
 pub async fn conductors(
     State(state): State<ApiState>,
     BaseUrl(base): BaseUrl,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let detail = truthy(params.get("detail"), "detail")?;
-    Ok(Json(
-        json!({ "conductors": [conductor_doc(&state, &base, detail)] }),
-    ))
+    let all: Vec<Value> = live_conductors(&state)
+        .iter()
+        .map(|m| conductor_doc(&state, &base, detail, m))
+        .collect();
+    Ok(Json(json!({ "conductors": all })))
 }
 
 /// `GET /v1/conductors/{hostname}`
@@ -284,10 +325,11 @@ pub async fn conductor(
     BaseUrl(base): BaseUrl,
     Path(hostname): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    if hostname != state.conductor.fleet().conductor.host {
+    let all = live_conductors(&state);
+    let Some(member) = all.iter().find(|m| m.host == hostname) else {
         return Err(ApiError::ConductorNotFound(hostname));
-    }
-    Ok(Json(conductor_doc(&state, &base, true)))
+    };
+    Ok(Json(conductor_doc(&state, &base, true, member)))
 }
 
 /// A deploy template's UUID: stable, derived from its name.
