@@ -66,6 +66,16 @@ impl DaemonProcess {
             .collect()
     }
 
+    /// When the first line matching `pred` after `after` arrived.
+    pub fn first_at(&self, pred: impl Fn(&str) -> bool, after: Instant) -> Option<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(at, l)| *at >= after && pred(l))
+            .map(|(at, _)| *at)
+    }
+
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.lines
             .lock()

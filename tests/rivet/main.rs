@@ -14,6 +14,9 @@ mod call_log;
 mod canary;
 mod claims;
 mod cli;
+mod cluster;
+#[path = "../common/cluster_bed.rs"]
+mod cluster_bed;
 mod composition;
 mod conformance;
 mod converge;
