@@ -404,3 +404,39 @@ fn an_unreachable_etcd_at_start_is_an_error_naming_the_endpoints() {
     // Nothing was called.
     assert!(calls(&bed.call_log()).is_empty());
 }
+
+#[test]
+fn a_second_daemon_with_a_live_members_host_name_is_refused() {
+    if skip_emulator_test("a cluster test on etcd") {
+        return;
+    }
+    let etcd = EtcdServer::start();
+    let bed = ClusterBed::new(&Fleet {
+        nodes: 4,
+        latency: "1ms",
+        chain: 1,
+        ttl: "2s",
+        etcd: &etcd.url,
+        conductor: "",
+    });
+    let h1 = bed.start("h1");
+    std::fs::create_dir_all(bed.root.path().join("twin")).unwrap();
+    let out = assert_cmd::Command::cargo_bin("rivet")
+        .unwrap()
+        .args(["daemon", "--http", "127.0.0.1:0", "--host", "h1", "--state"])
+        .arg(bed.root.path().join("twin/state.redb"))
+        .arg(bed.dir())
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("as host `h1`"), "{stderr}");
+    // The first goes on: it still owns every node.
+    let nodes = bed.nodes(&h1);
+    assert!(
+        nodes.values().all(|(_, c)| c.as_deref() == Some("h1")),
+        "{nodes:?}"
+    );
+    h1.stop();
+}

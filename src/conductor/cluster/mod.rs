@@ -223,11 +223,36 @@ impl Cluster {
         let _ = self.runtime.set(tokio::runtime::Handle::current());
         let _ = self.url.set(url);
         self.etcd.check().await?;
+        self.wait_for_host_name().await?;
         self.enter().await?;
         let keeper = Arc::clone(self);
         let stop = shutdown.clone();
         tokio::spawn(async move { keeper.keep_lease(stop).await });
         watch::start(self, shutdown);
+        Ok(())
+    }
+
+    /// A member key of this host name may be a previous run of this daemon
+    /// (killed less than a TTL ago) or another daemon given the same name:
+    /// wait for it to go, and refuse if it outlives a TTL (its lease is
+    /// being renewed), since two members of one name would share nodes.
+    async fn wait_for_host_name(&self) -> Result<(), ClusterError> {
+        let key = self.keys.member(&self.host);
+        let deadline = Instant::now() + self.ttl + Duration::from_secs(1);
+        let mut said = false;
+        while self.etcd.get(&key).await?.is_some() {
+            if Instant::now() > deadline {
+                return Err(ClusterError::Settings(format!(
+                    "another daemon is a live member of this fleet's cluster as host `{}`; give each daemon its own `--host`",
+                    self.host
+                )));
+            }
+            if !said {
+                tracing::warn!(host = %self.host, "a member of this host name is still there (a previous run?); waiting for its lease to end");
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Ok(())
     }
 
