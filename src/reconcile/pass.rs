@@ -234,6 +234,10 @@ pub async fn run_pass(
     ctx.journal.commit(writes).await?;
     tracing::info!(run = run_id, nodes = works.len(), resumed = resumed.len(), commit = ?run.source_commit, "converge pass starts");
 
+    // Runs in flight (after a restart or a takeover) go first when more
+    // nodes are ready than there are workers: finish what was started.
+    let mut works = works;
+    works.sort_by_key(|w| !w.resumed);
     let mut report = converge(Arc::clone(&ctx), works, deps, workers, stop, progress).await;
     report.skipped.extend(held);
 

@@ -258,7 +258,24 @@ impl Store {
     /// Commit a batch of writes in one durable transaction. Returns the
     /// sequence numbers given to the batch's events, in order.
     pub fn apply(&self, writes: &[Write]) -> Result<Vec<u64>, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.apply_as(writes, redb::Durability::Immediate)
+    }
+
+    /// Commit a batch of copies kept for reading (a cluster peer's records,
+    /// which etcd holds for good) without waiting for the disk: a crash may
+    /// lose them, and the next start reads them from etcd again. The next
+    /// durable commit persists them.
+    pub fn apply_copies(&self, writes: &[Write]) -> Result<Vec<u64>, StoreError> {
+        self.apply_as(writes, redb::Durability::None)
+    }
+
+    fn apply_as(
+        &self,
+        writes: &[Write],
+        durability: redb::Durability,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(durability).map_err(|e| self.err(e))?;
         let mut seqs = Vec::new();
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;

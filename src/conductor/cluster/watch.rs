@@ -17,7 +17,7 @@ use crate::store::Write;
 
 /// Changes a watch brings within this window are applied together: peers'
 /// records are copied into the state file in one commit.
-const IMPORT_EVERY: Duration = Duration::from_millis(50);
+const IMPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// Start following the three prefixes.
 pub(super) fn start(cluster: &Arc<Cluster>, shutdown: CancellationToken) {
@@ -188,7 +188,7 @@ impl Cluster {
             return;
         }
         let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.apply(&imports)).await {
+        match tokio::task::spawn_blocking(move || store.apply_copies(&imports)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot copy peers' records"),
             Err(e) => tracing::warn!(error = %e, "copying peers' records stopped"),
