@@ -157,10 +157,17 @@ impl ClusterBed {
 
     /// Wait until `check` holds, polling every 50 ms; panics at `within`
     /// with `what`.
-    pub fn wait_until(
+    pub fn wait_until(&self, what: &str, within: Duration, check: impl FnMut() -> bool) -> Instant {
+        self.wait_every(what, within, Duration::from_millis(50), check)
+    }
+
+    /// As `wait_until`, polling every `every` (a benchmark polls less, so
+    /// its reads cost the daemons little).
+    pub fn wait_every(
         &self,
         what: &str,
         within: Duration,
+        every: Duration,
         mut check: impl FnMut() -> bool,
     ) -> Instant {
         let deadline = Instant::now() + within;
@@ -172,7 +179,7 @@ impl ClusterBed {
                 Instant::now() < deadline,
                 "timed out after {within:?} waiting until {what}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(every);
         }
     }
 }
