@@ -102,15 +102,9 @@ impl ClusterBed {
         )
     }
 
+    /// GET a JSON answer, whatever its status.
     pub fn get(&self, daemon: &DaemonProcess, path: &str) -> serde_json::Value {
-        let url = format!("http://{}{path}", daemon.http_addr());
-        let answer = self
-            .http
-            .get(&url)
-            .header("X-OpenStack-Ironic-API-Version", "1.95")
-            .send()
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        answer.json().unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        self.get_status(daemon, path).1
     }
 
     /// GET with the answer's status.

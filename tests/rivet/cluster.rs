@@ -27,6 +27,18 @@ fn fleet(etcd: &EtcdServer) -> ClusterBed {
     })
 }
 
+/// Three daemons on the fleet, once every node is claimed and some deploy.
+fn three_deploying(etcd: &EtcdServer) -> (ClusterBed, [DaemonProcess; 3]) {
+    let bed = fleet(etcd);
+    let daemons = [bed.start("h1"), bed.start("h2"), bed.start("h3")];
+    bed.wait_until(
+        "every node is claimed and some deploy",
+        Duration::from_secs(60),
+        || claimed_and_deploying(&bed, &daemons[0], &["h1", "h2", "h3"]),
+    );
+    (bed, daemons)
+}
+
 fn hosts_of(bed: &ClusterBed, daemon: &DaemonProcess) -> BTreeMap<String, usize> {
     let mut per = BTreeMap::new();
     for (_, (_, conductor)) in bed.nodes(daemon) {
@@ -84,15 +96,7 @@ fn a_killed_daemons_nodes_are_taken_over_and_resume_with_never_two_conductors_at
         return;
     }
     let etcd = EtcdServer::start();
-    let bed = fleet(&etcd);
-    let h1 = bed.start("h1");
-    let h2 = bed.start("h2");
-    let h3 = bed.start("h3");
-    bed.wait_until(
-        "every node is claimed and some deploy",
-        Duration::from_secs(60),
-        || claimed_and_deploying(&bed, &h1, &["h1", "h2", "h3"]),
-    );
+    let (bed, [h1, h2, h3]) = three_deploying(&etcd);
     let per = hosts_of(&bed, &h1);
     assert!(
         per.get("h2").copied().unwrap_or(0) >= 50,
@@ -165,15 +169,7 @@ fn a_stopped_daemon_is_fenced_rejoins_and_a_fourth_takes_a_quarter_between_runs(
         return;
     }
     let etcd = EtcdServer::start();
-    let bed = fleet(&etcd);
-    let h1 = bed.start("h1");
-    let h2 = bed.start("h2");
-    let h3 = bed.start("h3");
-    bed.wait_until(
-        "every node is claimed and some deploy",
-        Duration::from_secs(60),
-        || claimed_and_deploying(&bed, &h1, &["h1", "h2", "h3"]),
-    );
+    let (bed, [h1, h2, h3]) = three_deploying(&etcd);
     let pid = h2.child.id() as i32;
     // SAFETY: signals to our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -318,15 +314,7 @@ fn an_etcd_outage_fences_every_daemon_which_serve_stale_reads_and_resume_after()
         return;
     }
     let etcd = EtcdServer::start();
-    let bed = fleet(&etcd);
-    let h1 = bed.start("h1");
-    let h2 = bed.start("h2");
-    let h3 = bed.start("h3");
-    bed.wait_until(
-        "every node is claimed and some deploy",
-        Duration::from_secs(60),
-        || claimed_and_deploying(&bed, &h1, &["h1", "h2", "h3"]),
-    );
+    let (bed, [h1, h2, h3]) = three_deploying(&etcd);
     etcd.pause();
     let paused_ns = unix_ns();
     for d in [&h1, &h2, &h3] {
@@ -439,4 +427,69 @@ fn a_second_daemon_with_a_live_members_host_name_is_refused() {
         "{nodes:?}"
     );
     h1.stop();
+}
+
+#[test]
+fn a_member_joining_mid_deploy_takes_its_share_only_between_runs() {
+    if skip_emulator_test("a cluster test on etcd") {
+        return;
+    }
+    let etcd = EtcdServer::start();
+    // Slower BMCs, so that runs are in flight when the fourth joins.
+    let bed = ClusterBed::new(&Fleet {
+        nodes: NODES,
+        latency: "300ms",
+        chain: 3,
+        ttl: TTL,
+        etcd: &etcd.url,
+        conductor: "",
+    });
+    let daemons = [bed.start("h1"), bed.start("h2"), bed.start("h3")];
+    bed.wait_until(
+        "every node is claimed and some deploy",
+        Duration::from_secs(60),
+        || claimed_and_deploying(&bed, &daemons[0], &["h1", "h2", "h3"]),
+    );
+    let h4 = bed.start("h4");
+    let in_flight = bed
+        .nodes(&daemons[0])
+        .values()
+        .filter(|(state, _)| state == "deploying")
+        .count();
+    assert!(in_flight > 0, "runs are in flight when h4 joins");
+    bed.wait_until("every node is active", Duration::from_secs(120), || {
+        all_active(&bed, &h4)
+    });
+    bed.wait_until("h4 owns its share", Duration::from_secs(30), || {
+        hosts_of(&bed, &h4).get("h4").copied().unwrap_or(0) >= NODES / 4 - 25
+    });
+    let per = hosts_of(&bed, &h4);
+    let moved = per.get("h4").copied().unwrap_or(0);
+    assert!(
+        (NODES / 4 - 25..=NODES / 4 + 25).contains(&moved),
+        "{per:?}"
+    );
+    // Nothing it took was in a run: no run resumed on it, and every claim
+    // of it brought no journal.
+    assert_eq!(
+        h4.count(|l| l.contains("converging node") && l.contains("\"resumed\":true")),
+        0,
+        "a node moved in the middle of a run"
+    );
+    check_call_log(&bed.call_log()).expect("a clean call log");
+    h4.stop();
+    let claims = rivet::store::Store::open(&bed.state("h4"))
+        .and_then(|store| store.history())
+        .unwrap();
+    let claimed: Vec<_> = claims.iter().filter(|e| e.action == "claim").collect();
+    assert_eq!(claimed.len(), moved, "one claim note per node it took");
+    assert!(
+        claimed
+            .iter()
+            .all(|e| !e.detail.as_deref().unwrap_or("").contains("resuming")),
+        "a claim took a run over: {claimed:?}"
+    );
+    for d in daemons {
+        d.stop();
+    }
 }
