@@ -186,21 +186,8 @@ pub fn unix_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// One accepted call of the log.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct Call {
-    pub node: String,
-    pub host: String,
-    pub token: i64,
-    pub op: String,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    #[serde(default)]
-    pub refused: Option<String>,
-}
-
 /// Every line of a call log.
-pub fn calls(path: &Path) -> Vec<Call> {
+pub fn calls(path: &Path) -> Vec<rivet::driver::fake::CallLine> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
