@@ -368,17 +368,14 @@ impl Conductor {
         let Some(cluster) = &self.cluster else {
             return false;
         };
-        // A node with a journal is in a run, even between passes.
-        let journals = match self.store.journals() {
-            Ok(journals) => journals,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the state file");
-                return false;
-            }
-        };
         let fleet = self.fleet();
-        // A removed node stays until a pass marked it unmanaged (or pruned
-        // it): nobody else will.
+        // Asked only of owned nodes placed elsewhere or removed: a node with
+        // a journal is in a run, even between passes (and one whose state
+        // cannot be read counts as in one); a removed node stays until a
+        // pass marked it unmanaged (or pruned it): nobody else will.
+        let in_run = |name: &str| {
+            in_flight.contains(name) || self.store.journal(name).map_or(true, |j| j.is_some())
+        };
         let unsettled = |name: &str| {
             fleet.node(name).is_none()
                 && self
@@ -388,8 +385,7 @@ impl Conductor {
                     .flatten()
                     .is_some_and(|r| !r.unmanaged)
         };
-        let busy =
-            |name: &str| in_flight.contains(name) || journals.contains_key(name) || unsettled(name);
+        let busy = |name: &str| in_run(name) || unsettled(name);
         let tick = cluster.tick(&fleet, &busy).await;
         if !tick.writes.is_empty()
             && let Err(e) = self.journal.commit(tick.writes).await

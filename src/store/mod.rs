@@ -415,6 +415,11 @@ impl Store {
         read_all(&self.read()?, NODES, &self.path)
     }
 
+    /// One node's unfinished work, if it has any.
+    pub fn journal(&self, name: &str) -> Result<Option<JournalRecord>, StoreError> {
+        get_json(&self.read()?, JOURNALS, name, &self.path)
+    }
+
     pub fn journals(&self) -> Result<BTreeMap<String, JournalRecord>, StoreError> {
         read_all(&self.read()?, JOURNALS, &self.path)
     }
