@@ -77,9 +77,10 @@ impl Mirror for ClusterMirror {
             }
         }
         for chunk in guarded.chunks(NODES_PER_TXN) {
-            let lost = cluster
+            let Chunk { lost, unwritten } = cluster
                 .block_on(write_chunk(cluster, chunk))
                 .ok_or_else(|| "the cluster is not joined yet".to_string())??;
+            refused.extend(unwritten);
             if !lost.is_empty() {
                 cluster
                     .counters
@@ -103,13 +104,26 @@ impl Mirror for ClusterMirror {
     }
 }
 
-/// Write one chunk; returns the nodes whose token no longer holds (their
-/// writes are left out and the rest written).
+/// What of a chunk was not written.
+struct Chunk {
+    /// Nodes whose token no longer holds: no longer this daemon's.
+    lost: HashSet<String>,
+    /// Nodes still owned whose writes were not made either (ownership kept
+    /// moving under the chunk): refused this time, owned still.
+    unwritten: HashSet<String>,
+}
+
+/// Write one chunk; the nodes whose token no longer holds are left out and
+/// the rest written.
 async fn write_chunk(
     cluster: &Cluster,
     chunk: &[(&str, Owned, NodeChange<'_>)],
-) -> Result<HashSet<String>, String> {
+) -> Result<Chunk, String> {
     let mut lost = HashSet::new();
+    let done = |lost| Chunk {
+        lost,
+        unwritten: HashSet::new(),
+    };
     // The second try leaves out what the first found lost; a third would
     // mean ownership moving under us again: refuse the rest.
     for _ in 0..2 {
@@ -118,7 +132,7 @@ async fn write_chunk(
             .filter(|(n, _, _)| !lost.contains(*n))
             .collect();
         if live.is_empty() {
-            return Ok(lost);
+            return Ok(done(lost));
         }
         let mut txn = Txn {
             compare: Vec::with_capacity(live.len()),
@@ -161,7 +175,7 @@ async fn write_chunk(
         }
         let answer = cluster.etcd.txn(txn).await.map_err(|e| e.to_string())?;
         if answer.succeeded {
-            return Ok(lost);
+            return Ok(done(lost));
         }
         // Which tokens failed: the failure branch read every owner key.
         for ((name, owned, _), found) in live.iter().zip(answer.gets.iter()) {
@@ -173,7 +187,12 @@ async fn write_chunk(
             }
         }
     }
-    Ok(chunk.iter().map(|(n, _, _)| n.to_string()).collect())
+    let unwritten = chunk
+        .iter()
+        .map(|(n, _, _)| n.to_string())
+        .filter(|n| !lost.contains(n))
+        .collect();
+    Ok(Chunk { lost, unwritten })
 }
 
 /// Permits from the cluster: only for an owned node, and only while the
