@@ -140,7 +140,7 @@ async fn forward(
         FORWARDED_BY,
         HeaderValue::from_str(me).unwrap_or(HeaderValue::from_static("peer")),
     );
-    let answer = outgoing.send().await.map_err(|e| {
+    let mut answer = outgoing.send().await.map_err(|e| {
         ApiError::Unavailable(format!(
             "The conductor that owns this node does not answer at {owner_url} ({}); try again in a few seconds.",
             if e.is_timeout() { "timed out" } else { "connection failed" }
@@ -148,21 +148,24 @@ async fn forward(
     })?;
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = answer.headers().clone();
+    let too_large = || {
+        ApiError::Unavailable("The owner's answer is larger than a conductor relays.".to_string())
+    };
     if answer
         .content_length()
         .is_some_and(|n| n > MAX_ANSWER as u64)
     {
-        return Err(ApiError::Unavailable(
-            "The owner's answer is larger than a conductor relays.".to_string(),
-        ));
+        return Err(too_large());
     }
-    let bytes = answer.bytes().await.map_err(|_| {
+    // Read at most the cap, whatever the answer says of its length.
+    let mut bytes = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|_| {
         ApiError::Unavailable("The owner's answer broke off; try again.".to_string())
-    })?;
-    if bytes.len() > MAX_ANSWER {
-        return Err(ApiError::Unavailable(
-            "The owner's answer is larger than a conductor relays.".to_string(),
-        ));
+    })? {
+        if bytes.len() + chunk.len() > MAX_ANSWER {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
     }
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
