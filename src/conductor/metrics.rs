@@ -290,85 +290,88 @@ pub fn render_cluster(cluster: &super::cluster::Cluster) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let status = cluster.status();
     let c = &cluster.counters;
+    let (gauge, counter) = ("gauge", "counter");
+    let metrics: [(&str, &str, &str, u64); 12] = [
+        (
+            "rivet_cluster_owned_nodes",
+            gauge,
+            "Nodes this conductor owns.",
+            status.owned as u64,
+        ),
+        (
+            "rivet_cluster_members",
+            gauge,
+            "Live members of the cluster.",
+            status.members.len() as u64,
+        ),
+        (
+            "rivet_cluster_lease_valid",
+            gauge,
+            "1 while this conductor's lease is valid by its local deadline.",
+            u64::from(status.lease_valid),
+        ),
+        (
+            "rivet_cluster_lease_renewals_total",
+            counter,
+            "Lease keepalives etcd answered.",
+            c.renewals.load(Relaxed),
+        ),
+        (
+            "rivet_cluster_lease_renewal_failures_total",
+            counter,
+            "Lease keepalives that failed.",
+            c.renewal_failures.load(Relaxed),
+        ),
+        (
+            "rivet_cluster_leases_lost_total",
+            counter,
+            "Times this conductor lost its lease and fenced itself.",
+            c.leases_lost.load(Relaxed),
+        ),
+        (
+            "rivet_cluster_claims_total",
+            counter,
+            "Nodes claimed.",
+            c.claims.load(Relaxed),
+        ),
+        (
+            "rivet_cluster_takeovers_total",
+            counter,
+            "Nodes claimed from another conductor or with a run to resume.",
+            c.takeovers.load(Relaxed),
+        ),
+        (
+            "rivet_cluster_handovers_total",
+            counter,
+            "Nodes handed to the member they are placed on.",
+            c.handovers.load(Relaxed),
+        ),
+        (
+            "rivet_cluster_fenced_calls_total",
+            counter,
+            "Mutating BMC calls refused because the lease's local deadline had passed.",
+            cluster.clock.fenced_calls(),
+        ),
+        (
+            "rivet_cluster_journal_batches_total",
+            counter,
+            "Journal batches written to etcd.",
+            c.mirrored_batches.load(Relaxed),
+        ),
+        (
+            "rivet_cluster_journal_refusals_total",
+            counter,
+            "Node writes etcd refused because the node's token no longer held.",
+            c.mirror_refusals.load(Relaxed),
+        ),
+    ];
     let mut out = String::with_capacity(2048);
-    let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+    for (name, kind, help, value) in metrics {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
-    };
-    one(
-        "rivet_cluster_owned_nodes",
-        "gauge",
-        "Nodes this conductor owns.",
-        status.owned as u64,
-    );
-    one(
-        "rivet_cluster_members",
-        "gauge",
-        "Live members of the cluster.",
-        status.members.len() as u64,
-    );
-    one(
-        "rivet_cluster_lease_valid",
-        "gauge",
-        "1 while this conductor's lease is valid by its local deadline.",
-        u64::from(status.lease_valid),
-    );
-    one(
-        "rivet_cluster_lease_renewals_total",
-        "counter",
-        "Lease keepalives etcd answered.",
-        c.renewals.load(Relaxed),
-    );
-    one(
-        "rivet_cluster_lease_renewal_failures_total",
-        "counter",
-        "Lease keepalives that failed.",
-        c.renewal_failures.load(Relaxed),
-    );
-    one(
-        "rivet_cluster_leases_lost_total",
-        "counter",
-        "Times this conductor lost its lease and fenced itself.",
-        c.leases_lost.load(Relaxed),
-    );
-    one(
-        "rivet_cluster_claims_total",
-        "counter",
-        "Nodes claimed.",
-        c.claims.load(Relaxed),
-    );
-    one(
-        "rivet_cluster_takeovers_total",
-        "counter",
-        "Nodes claimed from another conductor or with a run to resume.",
-        c.takeovers.load(Relaxed),
-    );
-    one(
-        "rivet_cluster_handovers_total",
-        "counter",
-        "Nodes handed to the member they are placed on.",
-        c.handovers.load(Relaxed),
-    );
-    one(
-        "rivet_cluster_fenced_calls_total",
-        "counter",
-        "Mutating BMC calls refused because the lease's local deadline had passed.",
-        cluster.clock.fenced_calls(),
-    );
-    one(
-        "rivet_cluster_journal_batches_total",
-        "counter",
-        "Journal batches written to etcd.",
-        c.mirrored_batches.load(Relaxed),
-    );
-    one(
-        "rivet_cluster_journal_refusals_total",
-        "counter",
-        "Node writes etcd refused because the node's token no longer held.",
-        c.mirror_refusals.load(Relaxed),
-    );
+    }
     let _ = writeln!(
         out,
         "# HELP rivet_cluster_etcd_requests_total etcd requests sent, by kind.\n# TYPE rivet_cluster_etcd_requests_total counter"
