@@ -6,6 +6,7 @@
 //! (idempotent or safely repeatable), it never logs or returns a secret, and
 //! its error says whether trying again may help ([`DriverError::retryable`]).
 
+pub mod agent;
 pub mod exec;
 pub mod fake;
 pub mod fence;
