@@ -1,5 +1,6 @@
 //! rivet's integration tests: one binary, a module per feature.
 
+mod agent_client;
 mod api;
 mod api_baremetal;
 mod api_baremetal_resources;
