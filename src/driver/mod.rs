@@ -7,6 +7,7 @@
 //! its error says whether trying again may help ([`DriverError::retryable`]).
 
 pub mod agent;
+pub mod body;
 pub mod exec;
 pub mod fake;
 pub mod fence;

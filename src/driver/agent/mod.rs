@@ -23,6 +23,7 @@ use url::Url;
 
 pub use self::command::{Command, CommandStatus, ERROR_BYTES};
 pub use self::conn::{AgentConn, AgentToken};
+use crate::driver::body::{BodyError, read_capped};
 use crate::driver::scrub::Secrets;
 use crate::driver::{DriverError, fence};
 
@@ -260,37 +261,20 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
 async fn read_body(
     conn: &AgentConn,
     what: &str,
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     timeout: Duration,
 ) -> Result<Vec<u8>, Failure> {
-    let too_large = || {
-        Failure::from(not_valid(
+    read_capped(response, MAX_BODY).await.map_err(|e| match e {
+        BodyError::TooLarge => Failure::from(not_valid(
             conn,
             what,
             &format!(
                 "it is larger than {} MiB, the most rivet reads of one agent answer",
                 MAX_BODY >> 20
             ),
-        ))
-    };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| Failure::transport(conn, what, e, timeout))?
-    {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        )),
+        BodyError::Broken(e) => Failure::transport(conn, what, e, timeout),
+    })
 }
 
 /// The error for an answer that is not a success, classed by its status,

@@ -7,6 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::Timing;
+use crate::driver::body::{BodyError, read_capped};
 use crate::driver::scrub::Secrets;
 use crate::driver::{DriverError, fence};
 
@@ -178,32 +179,16 @@ impl Client {
     }
 
     /// The body of `response`, at most [`MAX_BODY`] bytes of it.
-    async fn body(&self, mut response: reqwest::Response) -> Result<String, DriverError> {
-        let too_large = || {
-            DriverError::fatal(format!(
+    async fn body(&self, response: reqwest::Response) -> Result<String, DriverError> {
+        match read_capped(response, MAX_BODY).await {
+            Ok(body) => Ok(String::from_utf8_lossy(&body).into_owned()),
+            Err(BodyError::TooLarge) => Err(DriverError::fatal(format!(
                 "the BMC {} answered with more than {} MiB; rivet reads at most that much of one answer",
                 self.base,
                 MAX_BODY >> 20
-            ))
-        };
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_BODY as u64)
-        {
-            return Err(too_large());
+            ))),
+            Err(BodyError::Broken(e)) => Err(transport(&self.base, &e)),
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| transport(&self.base, &e))?
-        {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// One request with authentication, retrying transport errors and 5xx.
