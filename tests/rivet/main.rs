@@ -31,14 +31,25 @@ mod etcd;
 mod etcd_server;
 mod examples;
 mod exec_plugin;
+#[path = "../common/fake_ironic.rs"]
+mod fake_ironic;
 mod fault_server;
 mod fence;
 mod fuzz;
 mod hostile_bmc;
+#[path = "../common/image_server.rs"]
+mod image_server;
+#[path = "../common/ipa_bed.rs"]
+mod ipa_bed;
+// The tests of the harness above, which has the file's name.
+#[path = "ipa_bed.rs"]
+mod ipa_bed_tests;
 mod ipmi;
 mod ipmi_bed;
 mod plan;
 mod plan_props;
+#[path = "../common/ramdisk_boots.rs"]
+mod ramdisk_boots;
 mod redfish;
 mod redfish_bed;
 mod refusals;
