@@ -1,9 +1,12 @@
 //! `driver::agent`, rivet's client of ironic-python-agent's command API.
 //!
-//! The fake agent here exists for the faults the real agent cannot be made
-//! to produce (garbage and oversized bodies, a server that never answers, a
-//! 500 echoing the token, a redirect, a wait that returns RUNNING); what the
-//! real agent does is proven against it, in the deploy-ramdisk bed.
+//! What the real agent does is proven against it, in the deploy-ramdisk bed
+//! (ironic-python-agent 13.0.0 on a loop device, looked up at the bed's
+//! reference Ironic): a whole-disk deploy, its refusals and failures. The
+//! in-process fake agent exists for the faults the real agent cannot be
+//! made to produce (garbage and oversized bodies, a server that never
+//! answers, a 500 echoing the token, a redirect, a wait that returns
+//! RUNNING).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,10 @@ use rivet::driver::ErrorKind;
 use rivet::driver::agent::{AgentClient, AgentConn, AgentToken, CommandStatus, MAX_BODY};
 use rivet::driver::fence::{self, LeaseClock, Permit};
 use serde_json::{Value, json};
+
+use crate::fake_ironic::FakeIronic;
+use crate::image_server::ImageServer;
+use crate::ipa_bed::{self, BedSettings, Images, IpaBed};
 
 const TOKEN: &str = "agent-canary-Zq7xW2pL9mN4vB8cR1tY6uI3oP5aS0dF";
 
@@ -464,4 +471,278 @@ async fn parameters_that_are_no_object_are_refused_before_sending() {
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::Invalid, "{error}");
     assert!(agent.seen().is_empty());
+}
+
+// ---- the real agent --------------------------------------------------------
+
+/// Whether a real-agent test runs: `false` when emulator tests are skipped;
+/// a panic with how to install what a bed needs when it is missing.
+fn bed_can_run() -> bool {
+    if crate::support::skip_emulator_test("an ironic-python-agent client test") {
+        return false;
+    }
+    ipa_bed::assert_installed();
+    true
+}
+
+/// One booted agent, looked up at the reference Ironic, with the images
+/// served beside it.
+struct RealAgent {
+    uuid: &'static str,
+    conn: AgentConn,
+    bed: IpaBed,
+    images: Images,
+    server: ImageServer,
+    // Dropped last: the bed's directory and the Ironic it heartbeats at.
+    _ironic: FakeIronic,
+    _dir: tempfile::TempDir,
+}
+
+impl RealAgent {
+    fn boot(node: &str, uuid: &'static str, mac: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::make(&dir.path().join("images"));
+        let server = ImageServer::serve(&images.dir);
+        let ironic = FakeIronic::start(&[(uuid, mac)]);
+        let settings = BedSettings {
+            lookup_timeout: Some(Duration::from_secs(30)),
+            power_off_delay: Some(Duration::from_millis(500)),
+            ..BedSettings::default()
+        };
+        let bed = IpaBed::up_with(&dir.path().join("bed"), &ironic.url, mac, &settings).unwrap();
+        // What rivet's API learns at lookup (the token it hands out) and
+        // heartbeat (the callback URL).
+        let state = ironic.wait_for(uuid, "a heartbeat", Duration::from_secs(60), |n| {
+            n["heartbeats"].as_u64() >= Some(1)
+        });
+        let conn = AgentConn::new(
+            node,
+            state["callback_url"].as_str().unwrap(),
+            AgentToken::new(state["token"].as_str().unwrap().to_string()),
+        )
+        .unwrap();
+        Self {
+            uuid,
+            conn,
+            bed,
+            images,
+            server,
+            _ironic: ironic,
+            _dir: dir,
+        }
+    }
+
+    fn node_doc(&self) -> Value {
+        json!({"uuid": self.uuid, "properties": {}, "instance_info": {},
+               "driver_internal_info": {}})
+    }
+
+    /// `deploy.get_deploy_steps`, the first command of a deploy.
+    async fn deploy_steps(&self, client: &AgentClient) -> rivet::driver::agent::Command {
+        let params = json!({"node": self.node_doc(), "ports": []});
+        client
+            .start(&self.conn, "deploy.get_deploy_steps", params, true, STEP)
+            .await
+            .unwrap()
+    }
+
+    /// `deploy.execute_deploy_step` parameters writing `image` whole-disk,
+    /// checked against `sha256`.
+    fn write_image(&self, image_file: &str, sha256: &str, deploy_version: &Value) -> Value {
+        json!({
+            "step": {"interface": "deploy", "step": "write_image", "priority": 80,
+                     "args": {"image_info": {
+                         "id": format!("rivet-{image_file}"),
+                         "urls": [self.server.url(image_file)],
+                         "disk_format": "raw", "container_format": "bare",
+                         "os_hash_algo": "sha256", "os_hash_value": sha256,
+                         "stream_raw_images": true, "node_uuid": self.uuid,
+                         "image_type": "whole-disk"},
+                     "configdrive": null}},
+            "node": self.node_doc(), "ports": [], "deploy_version": deploy_version,
+        })
+    }
+}
+
+#[test]
+fn a_whole_disk_deploy_through_the_real_agent_writes_the_image_byte_for_byte() {
+    if !bed_can_run() {
+        return;
+    }
+    let agent = RealAgent::boot(
+        "deploy-1",
+        "a9e00000-0000-4000-8000-525400a9e001",
+        "52:54:00:a9:e0:01",
+    );
+    let client = AgentClient::new().unwrap();
+    let conn = &agent.conn;
+    let rt = crate::support::rt();
+    let begun = Instant::now();
+
+    let steps = rt.block_on(agent.deploy_steps(&client));
+    assert_eq!(steps.status, CommandStatus::Succeeded, "{steps:?}");
+    let result = steps.result.unwrap();
+    assert_eq!(
+        result["deploy_steps"]["LoopbackHardwareManager"][0]["step"],
+        "write_image"
+    );
+    let version = result["hardware_manager_version"].clone();
+    assert_eq!(version, json!({"rivet_loopback": "1.0"}));
+
+    let image = &agent.images.mbr_raw;
+    let writing = rt
+        .block_on(client.start(
+            conn,
+            "deploy.execute_deploy_step",
+            agent.write_image(image.name(), &image.sha256, &version),
+            false,
+            STEP,
+        ))
+        .unwrap();
+    assert_eq!(writing.status, CommandStatus::Running, "{writing:?}");
+    let write_begun = Instant::now();
+    let written = rt
+        .block_on(client.follow(conn, &writing.id, Duration::from_secs(120)))
+        .unwrap();
+    let write_took = write_begun.elapsed();
+    assert_eq!(written.status, CommandStatus::Succeeded, "{written:?}");
+    assert_eq!(written.id, writing.id);
+    assert_eq!(
+        written.result.as_ref().unwrap()["deploy_step"]["step"],
+        "write_image"
+    );
+    assert_eq!(agent.server.downloads(image.name()), 1);
+
+    // What a conductor restarted mid-write reads to find its command.
+    let listed = rt.block_on(client.commands(conn)).unwrap();
+    let names: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["get_deploy_steps", "execute_deploy_step"]);
+    assert_eq!(listed[1], written);
+
+    let uuids = rt
+        .block_on(client.start(conn, "standby.get_partition_uuids", json!({}), true, STEP))
+        .unwrap();
+    assert_eq!(uuids.status, CommandStatus::Succeeded, "{uuids:?}");
+    assert_eq!(uuids.result.unwrap()["root uuid"], "0x52495654");
+
+    let off = rt
+        .block_on(client.start(conn, "standby.power_off", json!({}), true, STEP))
+        .unwrap();
+    assert_eq!(off.status, CommandStatus::Succeeded, "{off:?}");
+    let deploy_took = begun.elapsed();
+
+    let disk = agent.bed.disk();
+    let raw = std::fs::read(&image.path).unwrap();
+    assert!(disk.len() > raw.len(), "the disk is larger than the image");
+    assert!(
+        disk[..raw.len()] == raw[..],
+        "the disk starts with the image, byte for byte"
+    );
+    assert!(
+        disk[raw.len()..].iter().all(|b| *b == 0),
+        "and holds nothing after it"
+    );
+
+    // Powered off, the agent goes: a retryable error, as for a node still
+    // booting.
+    ipa_bed::eventually("the agent gone", Duration::from_secs(20), || {
+        agent.bed.exit().ok_or_else(|| "still running".to_string())
+    });
+    let gone = rt.block_on(client.commands(conn)).unwrap_err();
+    assert_eq!(gone.kind, ErrorKind::Retryable, "{gone}");
+    assert!(
+        gone.message.starts_with(&format!(
+            "the agent of node deploy-1 at {} does not answer",
+            conn.address()
+        )),
+        "{gone}"
+    );
+    assert_no_token(&gone.message);
+    assert!(!gone.message.contains(conn.token.expose()), "{gone}");
+    eprintln!(
+        "real agent: write_image followed in {:.2} s; get_deploy_steps..power_off in {:.2} s",
+        write_took.as_secs_f64(),
+        deploy_took.as_secs_f64()
+    );
+}
+
+#[test]
+fn the_real_agent_refuses_a_wrong_token_a_second_command_and_a_wrong_checksum() {
+    if !bed_can_run() {
+        return;
+    }
+    let agent = RealAgent::boot(
+        "deploy-2",
+        "a9e00000-0000-4000-8000-525400a9e002",
+        "52:54:00:a9:e0:02",
+    );
+    let client = AgentClient::new().unwrap();
+    let conn = &agent.conn;
+    let rt = crate::support::rt();
+
+    const WRONG: &str = "wrong-token-Hq2mX8vL4nB7cR1tY6uI3oP5aS0dF9gK";
+    let stranger = AgentConn::new(
+        "deploy-2",
+        conn.callback_url.as_str(),
+        AgentToken::new(WRONG.into()),
+    )
+    .unwrap();
+    for refused in [
+        rt.block_on(client.commands(&stranger)).unwrap_err(),
+        rt.block_on(client.start(&stranger, "standby.sync", json!({}), true, STEP))
+            .unwrap_err(),
+    ] {
+        assert_eq!(refused.kind, ErrorKind::Fatal, "{refused}");
+        assert!(
+            refused.message.contains("refused rivet's token")
+                && refused.message.ends_with("power-cycle the node"),
+            "{refused}"
+        );
+        assert!(!refused.message.contains(WRONG), "{refused}");
+        assert!(!refused.message.contains(conn.token.expose()), "{refused}");
+    }
+
+    let steps = rt.block_on(agent.deploy_steps(&client));
+    let version = steps.result.unwrap()["hardware_manager_version"].clone();
+    let image = &agent.images.mbr_raw;
+    let wrong_sum = "0".repeat(64);
+    let writing = rt
+        .block_on(client.start(
+            conn,
+            "deploy.execute_deploy_step",
+            agent.write_image(image.name(), &wrong_sum, &version),
+            false,
+            STEP,
+        ))
+        .unwrap();
+    assert_eq!(writing.status, CommandStatus::Running, "{writing:?}");
+
+    // A 16 MiB write takes over a second: this comes while it runs.
+    let busy = rt
+        .block_on(client.start(conn, "standby.sync", json!({}), true, STEP))
+        .unwrap_err();
+    assert_eq!(busy.kind, ErrorKind::Retryable, "{busy}");
+    assert!(
+        busy.message.contains("is busy with another command")
+            && busy.message.contains("Agent is busy: executing command"),
+        "{busy}"
+    );
+    assert_no_token(&busy.message);
+
+    let failed = rt
+        .block_on(client.follow(conn, &writing.id, Duration::from_secs(120)))
+        .unwrap();
+    assert_eq!(failed.status, CommandStatus::Failed, "{failed:?}");
+    let error = failed.error.unwrap();
+    assert!(
+        error.starts_with("ImageChecksumError: Error verifying image checksum: "),
+        "{error}"
+    );
+    assert!(error.contains(&wrong_sum), "{error}");
+    assert!(!error.contains(conn.token.expose()), "{error}");
+    let listed = rt.block_on(client.commands(conn)).unwrap();
+    assert_eq!(listed.last().unwrap().id, writing.id);
+    assert_eq!(listed.last().unwrap().status, CommandStatus::Failed);
+    // The refused command left no trace in the agent's list.
+    assert_eq!(listed.len(), 2, "{listed:?}");
 }
