@@ -254,7 +254,7 @@ impl Builder {
                     out
                 }
                 _ => calculated_enabled(kind, enabled_hw.iter().copied(), |n| {
-                    self.catalog.is_drivable(kind, n)
+                    self.catalog.enabled_by_default(kind, n)
                 }),
             };
             if let (Some(default), Some(file)) = (decl.default_for(kind), file) {
