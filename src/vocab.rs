@@ -370,6 +370,17 @@ pub enum BootMode {
     Bios,
 }
 
+/// The format of a whole-disk image the agent writes (Ironic's
+/// `image_disk_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// Written to the disk byte for byte.
+    Raw,
+    /// Converted to raw by the agent as it writes it.
+    Qcow2,
+}
+
 /// One argument a step or passthru method accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -508,6 +519,15 @@ impl BootMode {
         match self {
             Self::Uefi => "uefi",
             Self::Bios => "bios",
+        }
+    }
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
         }
     }
 }

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use serde_json::{Map, Value, json};
 
 use crate::model::fleet::Fleet;
-use crate::model::node::{BmcProtocol, LocalLink, Node, Tenancy, derived_port_uuid, normalize_mac};
+use crate::model::node::{
+    BmcProtocol, DeployRamdisk, ImageChecksum, LocalLink, Node, Tenancy, derived_port_uuid,
+    normalize_mac,
+};
 use crate::store::records::NodeRecord;
 use crate::store::{Store, StoreError, Write};
 use crate::vocab::{InterfaceType, ProvisionState};
@@ -462,8 +465,26 @@ impl NodeCache {
     }
 }
 
-/// Ironic's name for a BMC setting of a protocol, e.g. `ipmi_address`.
+/// The node's `driver_info`: its BMC settings and the agent's ramdisk.
 fn driver_info(node: &Node) -> Value {
+    let mut info = bmc_info(node);
+    let ramdisk = match &node.deploy_ramdisk {
+        Some(DeployRamdisk::Network { kernel, ramdisk }) => {
+            vec![("deploy_kernel", kernel), ("deploy_ramdisk", ramdisk)]
+        }
+        Some(DeployRamdisk::VirtualMedia { iso }) => vec![("deploy_iso", iso)],
+        None => Vec::new(),
+    };
+    if let Value::Object(map) = &mut info {
+        for (key, url) in ramdisk {
+            map.insert(key.to_string(), json!(url));
+        }
+    }
+    info
+}
+
+/// Ironic's name for a BMC setting of a protocol, e.g. `ipmi_address`.
+fn bmc_info(node: &Node) -> Value {
     let bmc = &node.bmc;
     let a = &bmc.address;
     let secret = bmc.password.as_ref().map(|_| "******");
@@ -524,6 +545,19 @@ fn instance_info(node: &Node) -> Value {
     put("ramdisk", &i.ramdisk);
     if let Some(hints) = &i.root_device {
         info.insert("root_device".into(), json!(hints));
+    }
+    // What Ironic's direct deploy reads: the checksum as algorithm and
+    // digest, and the image's format.
+    if let Some(checksum) = i
+        .checksum
+        .as_deref()
+        .and_then(|c| ImageChecksum::parse(c).ok())
+    {
+        info.insert("image_os_hash_algo".into(), json!(checksum.algo));
+        info.insert("image_os_hash_value".into(), json!(checksum.value));
+    }
+    if let Some(format) = i.disk_format {
+        info.insert("image_disk_format".into(), json!(format.as_str()));
     }
     Value::Object(info)
 }

@@ -10,7 +10,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::spanned::Sp;
-use crate::vocab::{ArgInfo, BootDevice, BootMode, InterfaceType, PowerTarget, ProvisionTarget};
+use crate::vocab::{
+    ArgInfo, BootDevice, BootMode, DiskFormat, InterfaceType, PowerTarget, ProvisionTarget,
+};
 
 /// `rivet.toml`: conductor settings, the cluster several daemons share,
 /// interface enablement and rollout groups.
@@ -255,6 +257,14 @@ pub struct NodeDecl {
     /// The `[[rollout]]` group this node belongs to.
     pub rollout: Option<Sp<String>>,
     pub instance: Option<Sp<InstanceDecl>>,
+    /// The agent's kernel URL, for `direct` deploys that boot it from the
+    /// network; with `deploy_ramdisk`. Default: the hardware type's.
+    pub deploy_kernel: Option<Sp<String>>,
+    /// The agent's ramdisk URL, with `deploy_kernel`. Default: the hardware type's.
+    pub deploy_ramdisk: Option<Sp<String>>,
+    /// The agent as an ISO, for `direct` deploys through a virtual-media
+    /// boot interface. Default: the hardware type's.
+    pub deploy_iso: Option<Sp<String>>,
     #[serde(default)]
     pub desired: DesiredDecl,
     /// Extra deploy steps; they override driver and template steps with the
@@ -355,23 +365,102 @@ pub struct BmcDecl {
 }
 
 /// `instance = { … }`: what to deploy.
-#[derive(Debug, Clone, Deserialize, JsonSchema, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceDecl {
-    /// Image URL (qcow2/raw for agent deploys, ISO for ramdisk deploys).
-    pub image: Option<String>,
-    /// `sha256:<hex>` (or sha512/md5) of the image.
-    pub checksum: Option<String>,
+    /// Image URL: a whole-disk image (`raw` or `qcow2`) the agent writes
+    /// for `direct` deploys, an ISO for ramdisk deploys.
+    pub image: Option<Sp<String>>,
+    /// `sha256:<hex>` or `sha512:<hex>` of the image; hex in either case.
+    /// md5 is refused: ironic-python-agent refuses it by default.
+    pub checksum: Option<Sp<String>>,
+    /// The image's format for `direct` deploys: `raw` or `qcow2`.
+    pub disk_format: Option<Sp<DiskFormat>>,
     /// Kernel URL, for ramdisk deploys without an ISO.
-    pub kernel: Option<String>,
+    pub kernel: Option<Sp<String>>,
     /// Ramdisk URL, for ramdisk deploys without an ISO.
-    pub ramdisk: Option<String>,
-    /// Root device hints, as Ironic's `root_device` property.
-    pub root_device: Option<BTreeMap<String, serde_json::Value>>,
+    pub ramdisk: Option<Sp<String>>,
+    /// Which disk to deploy to, as Ironic's root device hints: a disk must
+    /// match every hint given.
+    pub root_device: Option<Sp<RootDeviceDecl>>,
     /// The UUID of the instance the node serves (Ironic's `instance_uuid`):
     /// the node counts as associated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
+}
+
+/// `root_device = { … }`: Ironic's root device hints. String hints take
+/// Ironic's operators too (`"<in> samsung"`, `"s== ABC <or> s== DEF"`).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RootDeviceDecl {
+    /// Size in GiB: a whole number above 0, or a string with an operator,
+    /// e.g. `">= 100"`, `"<or> 100 <or> 200"`.
+    pub size: Option<Sp<SizeHint>>,
+    /// `true` for a spinning disk, `false` for a solid-state one.
+    pub rotational: Option<bool>,
+    pub model: Option<Sp<String>>,
+    pub vendor: Option<Sp<String>>,
+    pub serial: Option<Sp<String>>,
+    /// World Wide Name, e.g. `0x4000cca77fc4dba1`.
+    pub wwn: Option<Sp<String>>,
+    pub wwn_with_extension: Option<Sp<String>>,
+    pub wwn_vendor_extension: Option<Sp<String>>,
+    /// The device name, e.g. `/dev/sda` (not stable across reboots on every
+    /// system: prefer `by_path` or `serial`).
+    pub name: Option<Sp<String>>,
+    /// SCSI address `host:channel:target:lun`, e.g. `1:0:0:0`.
+    pub hctl: Option<Sp<String>>,
+    /// The disk's `/dev/disk/by-path/` name.
+    pub by_path: Option<Sp<String>>,
+}
+
+impl RootDeviceDecl {
+    /// The string hints with their names, in Ironic's order.
+    pub fn texts(&self) -> [(&'static str, Option<&Sp<String>>); 9] {
+        [
+            ("model", self.model.as_ref()),
+            ("vendor", self.vendor.as_ref()),
+            ("serial", self.serial.as_ref()),
+            ("wwn", self.wwn.as_ref()),
+            ("wwn_with_extension", self.wwn_with_extension.as_ref()),
+            ("wwn_vendor_extension", self.wwn_vendor_extension.as_ref()),
+            ("name", self.name.as_ref()),
+            ("hctl", self.hctl.as_ref()),
+            ("by_path", self.by_path.as_ref()),
+        ]
+    }
+}
+
+/// A root device `size` hint as written: GiB, or an expression with them.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum SizeHint {
+    Gib(i64),
+    Expression(String),
+}
+
+impl<'de> Deserialize<'de> for SizeHint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = SizeHint;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number of GiB or a string such as \">= 100\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeHint, E> {
+                Ok(SizeHint::Gib(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeHint, E> {
+                i64::try_from(v)
+                    .map(SizeHint::Gib)
+                    .map_err(|_| E::custom("the size is too large"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeHint, E> {
+                Ok(SizeHint::Expression(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// `desired = { … }`: the state rivet converges the node to.
@@ -432,6 +521,13 @@ pub struct HardwareTypeDecl {
     pub supported_rescue_interfaces: Option<Vec<Sp<String>>>,
     pub supported_storage_interfaces: Option<Vec<Sp<String>>>,
     pub supported_vendor_interfaces: Option<Vec<Sp<String>>>,
+    /// The agent's kernel URL for every node of this type (a node's own
+    /// wins); with `deploy_ramdisk`. Default: the base type's.
+    pub deploy_kernel: Option<Sp<String>>,
+    /// The agent's ramdisk URL, with `deploy_kernel`. Default: the base type's.
+    pub deploy_ramdisk: Option<Sp<String>>,
+    /// The agent as an ISO, for virtual-media boot. Default: the base type's.
+    pub deploy_iso: Option<Sp<String>>,
 }
 
 impl HardwareTypeDecl {

@@ -145,6 +145,17 @@ impl Catalog {
             .is_some_and(|imp| !matches!(imp.support, Support::Unsupported(_)))
     }
 
+    /// Whether an unset `enabled_X_interfaces` may list `name`: rivet can
+    /// drive it without anything more declared. What needs the agent also
+    /// needs a ramdisk and ports declared, so it is enabled only by name
+    /// (and a fleet written before rivet drove the agent composes as it did).
+    pub fn enabled_by_default(&self, kind: InterfaceType, name: &str) -> bool {
+        self.is_drivable(kind, name)
+            && !self
+                .capabilities(kind, name)
+                .contains(Capabilities::NEEDS_AGENT)
+    }
+
     /// What the implementation `name` of `kind` can do; none when unknown.
     pub fn capabilities(&self, kind: InterfaceType, name: &str) -> Capabilities {
         self.get(kind, name)
@@ -152,7 +163,8 @@ impl Catalog {
     }
 }
 
-const NEEDS_AGENT: &str = "it needs the ironic-python-agent ramdisk, which rivet does not run";
+const NEEDS_AGENT: &str =
+    "it needs ironic-python-agent, which rivet runs only for the `direct` deploy";
 
 fn imp(kind: InterfaceType, name: &str, support: Support) -> InterfaceImpl {
     InterfaceImpl {
@@ -183,6 +195,7 @@ fn step(
         priority,
         argsinfo: args(argsinfo),
         abortable: false,
+        by_agent: false,
     }
 }
 
@@ -222,6 +235,26 @@ fn bios_steps() -> Vec<StepDef> {
 
 fn deploy_step() -> Vec<StepDef> {
     vec![step(InterfaceType::Deploy, "deploy", 100, &[])]
+}
+
+/// Ironic's `direct` deploy steps: boot the agent and wait for it, have it
+/// write the image, make the node boot from disk, power the agent off, boot
+/// the instance. Ironic's `switch_to_tenant_network` (priority 30) is left
+/// out: rivet's network interfaces (`noop`, `flat`) never move a node
+/// between networks, so there is nothing to switch.
+fn direct_steps() -> Vec<StepDef> {
+    use InterfaceType::Deploy;
+    let write_image = StepDef {
+        by_agent: true,
+        ..step(Deploy, "write_image", 80, &[])
+    };
+    vec![
+        step(Deploy, "deploy", 100, &[]),
+        write_image,
+        step(Deploy, "prepare_instance_boot", 60, &[]),
+        step(Deploy, "tear_down_agent", 40, &[]),
+        step(Deploy, "boot_instance", 20, &[]),
+    ]
 }
 
 /// The registry of built-in names: every name any built-in hardware type
@@ -303,7 +336,6 @@ pub fn builtin_interfaces() -> Vec<InterfaceImpl> {
         all.push(imp(kind, name, Unsupported(why)));
     }
     for (kind, name) in [
-        (Deploy, "direct"),
         (Deploy, "ansible"),
         (Deploy, "bootc"),
         (Deploy, "custom-agent"),
@@ -315,6 +347,10 @@ pub fn builtin_interfaces() -> Vec<InterfaceImpl> {
         let agent = imp(kind, name, Unsupported(NEEDS_AGENT));
         all.push(with(agent, Capabilities::NEEDS_AGENT));
     }
+    // The one deploy through the agent rivet drives.
+    let mut direct = with(imp(Deploy, "direct", Builtin), Capabilities::NEEDS_AGENT);
+    direct.steps = direct_steps();
+    all.push(direct);
 
     // Deploy interfaces rivet drives all boot the node and finish when it is
     // up: one core step, as Ironic's `ramdisk` and `fake` have. `autodetect`
@@ -473,15 +509,47 @@ mod tests {
     }
 
     #[test]
-    fn what_needs_an_agent_says_so_and_cannot_be_driven() {
+    fn of_what_needs_an_agent_only_the_direct_deploy_is_driven() {
         let catalog = Catalog::builtin();
         let agents = carrying(&catalog, Capabilities::NEEDS_AGENT);
         assert!(agents.contains(&(InterfaceType::Deploy, "direct")));
+        assert!(agents.contains(&(InterfaceType::Deploy, "custom-agent")));
         for imp in builtin_interfaces() {
             let needs_agent = imp.capabilities.contains(Capabilities::NEEDS_AGENT);
+            let direct = imp.kind == InterfaceType::Deploy && imp.name == "direct";
             let said = imp.support == Support::Unsupported(NEEDS_AGENT);
-            assert_eq!(needs_agent, said, "{} `{}`", imp.kind, imp.name);
+            assert_eq!(needs_agent && !direct, said, "{} `{}`", imp.kind, imp.name);
         }
+        assert!(catalog.is_drivable(InterfaceType::Deploy, "direct"));
+        assert!(!catalog.enabled_by_default(InterfaceType::Deploy, "direct"));
+        assert!(catalog.enabled_by_default(InterfaceType::Deploy, "ramdisk"));
+    }
+
+    #[test]
+    fn the_direct_deploy_has_ironics_steps_and_the_agent_writes_the_image() {
+        let catalog = Catalog::builtin();
+        let direct = catalog.get(InterfaceType::Deploy, "direct").unwrap();
+        let steps: Vec<(&str, u32, bool)> = direct
+            .steps
+            .iter()
+            .map(|s| (s.step.as_str(), s.priority, s.by_agent))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("deploy", 100, false),
+                ("write_image", 80, true),
+                ("prepare_instance_boot", 60, false),
+                ("tear_down_agent", 40, false),
+                ("boot_instance", 20, false),
+            ]
+        );
+        let by_agent = builtin_interfaces()
+            .into_iter()
+            .flat_map(|i| i.steps)
+            .filter(|s| s.by_agent)
+            .count();
+        assert_eq!(by_agent, 1, "only `write_image` runs in the agent");
     }
 
     #[test]

@@ -89,16 +89,17 @@ pub fn compose(
 
 /// Ironic's calculated `enabled_X_interfaces` for an unset list: the first
 /// supported name of every enabled hardware type, in order, without
-/// duplicates. rivet skips names it cannot drive, so an unset list never
-/// selects an interface that would fail at run time.
+/// duplicates. rivet skips the names `eligible` refuses (what it cannot
+/// drive, and what needs the agent), so an unset list never selects an
+/// interface that would fail at run time or need more declared.
 pub fn calculated_enabled<'a>(
     kind: InterfaceType,
     types: impl IntoIterator<Item = &'a HardwareType>,
-    drivable: impl Fn(&str) -> bool,
+    eligible: impl Fn(&str) -> bool,
 ) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for hw in types {
-        if let Some(first) = hw.supported(kind).iter().find(|n| drivable(n))
+        if let Some(first) = hw.supported(kind).iter().find(|n| eligible(n))
             && !out.contains(first)
         {
             out.push(first.clone());

@@ -2,6 +2,7 @@
 //! server supports, first = preferred.
 
 use super::interface::{InterfaceType, PerInterface};
+use super::node::DeployRamdisk;
 use crate::diag::Loc;
 
 /// A hardware type (Ironic's "driver").
@@ -11,6 +12,9 @@ pub struct HardwareType {
     /// The type this one inherits supported lists from.
     pub base: Option<String>,
     pub supported: PerInterface<Vec<String>>,
+    /// The agent's ramdisks for its nodes, at most one of each form: its
+    /// own, else its base's. None for built-in types.
+    pub deploy_ramdisks: Vec<DeployRamdisk>,
     /// Where a custom type is declared; `None` for built-in types.
     pub declared_at: Option<Loc>,
 }
@@ -110,6 +114,7 @@ fn builtin(name: &str, supported: PerInterface<Vec<String>>) -> HardwareType {
         name: name.to_string(),
         base: None,
         supported,
+        deploy_ramdisks: Vec::new(),
         declared_at: None,
     }
 }

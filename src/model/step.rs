@@ -17,6 +17,9 @@ pub struct StepDef {
     pub priority: u32,
     pub argsinfo: BTreeMap<String, ArgInfo>,
     pub abortable: bool,
+    /// ironic-python-agent runs it on the node, not the conductor: it waits
+    /// for the agent's heartbeat and hands the agent a command.
+    pub by_agent: bool,
 }
 
 /// A vendor passthru method, in Ironic's terms.

@@ -323,7 +323,7 @@ pub fn instance_fingerprint(node: &Node) -> String {
     let instance = node
         .instance
         .as_ref()
-        .map(|i| crate::config::raw::InstanceDecl {
+        .map(|i| crate::model::node::Instance {
             uuid: None,
             ..i.clone()
         });
@@ -344,6 +344,7 @@ pub fn declaration_digest(node: &Node) -> String {
         "boot_device": node.desired.boot_device,
         "boot_mode": node.desired.boot_mode,
         "instance": node.instance,
+        "deploy_ramdisk": node.deploy_ramdisk,
         "traits": node.traits,
         "rollout": node.rollout,
         "depends_on": node.depends_on.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),

@@ -182,11 +182,14 @@ fn render_node(out: &mut String, paint: &Paint, node: &NodePlan) {
                 if verb.deploys() {
                     let width = node.steps.iter().map(|s| s.id().len()).max().unwrap_or(0);
                     for (i, step) in node.steps.iter().enumerate() {
-                        let source = match &step.source {
+                        let mut source = match &step.source {
                             crate::model::node::StepSource::Driver => "driver".to_string(),
                             crate::model::node::StepSource::Template(t) => format!("template {t}"),
                             crate::model::node::StepSource::Node => "node".to_string(),
                         };
+                        if step.by_agent {
+                            source.push_str(" (by the agent)");
+                        }
                         let _ = writeln!(
                             out,
                             "        {:>2}. {:<width$}  priority {:>3}  {}",

@@ -745,3 +745,60 @@ async fn a_limit_of_10_to_the_20_is_every_node_not_an_error() {
     let (status, _) = api.get("/v1/nodes?limit=-1").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_direct_node_shows_its_image_and_the_agents_ramdisk_as_ironic_does() {
+    let sha = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[hardware]\nenabled_deploy_interfaces = [\"fake\", \"direct\"]\n",
+        ),
+        (
+            "nodes/a.toml",
+            &format!(
+                "[[node]]\nname = \"d1\"\ndriver = \"fake-hardware\"\ndeploy_interface = \"direct\"\n\
+                 deploy_kernel = \"http://10.0.0.2/ipa.kernel\"\ndeploy_ramdisk = \"http://10.0.0.2/ipa.initramfs\"\n\
+                 instance = {{ image = \"http://10.0.0.2/disk.qcow2\", checksum = \"sha256:{sha}\", disk_format = \"qcow2\" }}\n\
+                 desired = {{ provision = \"active\" }}\n[[node.ports]]\naddress = \"52:54:00:00:00:01\"\n\n\
+                 [[node]]\nname = \"plain\"\ndriver = \"fake-hardware\"\n"
+            ),
+        ),
+    ]);
+    let shared = Conductor::open(fleet.path(), &Default::default()).unwrap();
+    let app = api::router(daemon::api_state(&shared).unwrap());
+    let show = |name: &str| {
+        let app = app.clone();
+        let uri = format!("/v1/nodes/{name}");
+        async move {
+            let response = app.oneshot(get(&uri)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<Value>(&body).unwrap()
+        }
+    };
+    let node = show("d1").await;
+    assert_eq!(
+        node["instance_info"],
+        json!({
+            "image_source": "http://10.0.0.2/disk.qcow2",
+            "image_checksum": format!("sha256:{sha}"),
+            "image_os_hash_algo": "sha256",
+            "image_os_hash_value": sha.to_ascii_lowercase(),
+            "image_disk_format": "qcow2",
+        })
+    );
+    assert_eq!(
+        node["driver_info"]["deploy_kernel"],
+        "http://10.0.0.2/ipa.kernel"
+    );
+    assert_eq!(
+        node["driver_info"]["deploy_ramdisk"],
+        "http://10.0.0.2/ipa.initramfs"
+    );
+    assert!(node["driver_info"].get("deploy_iso").is_none());
+    let plain = show("plain").await;
+    assert_eq!(plain["instance_info"], json!({}));
+    let keys: Vec<&String> = plain["driver_info"].as_object().unwrap().keys().collect();
+    assert!(keys.iter().all(|k| !k.starts_with("deploy_")), "{keys:?}");
+}

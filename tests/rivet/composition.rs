@@ -273,7 +273,7 @@ const CASES: &[Case] = &[
     ),
     case(
         "redfish: agent deploy not drivable",
-        r#"enabled_deploy_interfaces = ["direct"]"#,
+        r#"enabled_deploy_interfaces = ["custom-agent"]"#,
         "redfish",
         "",
         Deploy,

@@ -102,6 +102,7 @@ const CASES: &[&str] = &[
     "unchanged_dependency_does_not_delay",
     "template_conflict",
     "secrets_are_masked",
+    "direct_deploy",
 ];
 
 #[test]
@@ -466,6 +467,166 @@ fn an_instance_uuid_associates_a_node_without_rebuilding_it() {
     );
     assert_ne!(
         rivet::plan::instance_fingerprint(&plain),
-        rivet::plan::instance_fingerprint(&node(", checksum = \"sha256:00\""))
+        rivet::plan::instance_fingerprint(&node(&format!(
+            ", checksum = \"sha256:{}\"",
+            "0".repeat(64)
+        )))
+    );
+}
+
+#[test]
+fn a_direct_node_carries_its_validated_image_and_ramdisk() {
+    use rivet::model::node::{DeployRamdisk, DiskFormat};
+    let dir = prepare("direct_deploy");
+    let loaded = rivet::model::fleet::load(dir.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    let agent1 = loaded.fleet.node("agent1").unwrap();
+    let image = agent1.agent_image.as_ref().expect("an image to write");
+    assert_eq!(image.url, "http://10.0.0.2/images/ubuntu-24.04.qcow2");
+    assert_eq!(image.disk_format, DiskFormat::Qcow2);
+    assert_eq!(image.disk_format.as_str(), "qcow2");
+    assert_eq!(image.checksum.algo, "sha256");
+    assert_eq!(
+        image.checksum.value,
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+    assert_eq!(
+        serde_json::to_value(&image.root_device).unwrap(),
+        serde_json::json!({"size": ">= 100", "rotational": false})
+    );
+    assert_eq!(
+        agent1.deploy_ramdisk,
+        Some(DeployRamdisk::Network {
+            kernel: "http://10.0.0.2/ipa-2024.2/ipa.kernel".into(),
+            ramdisk: "http://10.0.0.2/ipa-2024.2/ipa.initramfs".into(),
+        })
+    );
+    let agent2 = loaded.fleet.node("agent2").unwrap();
+    assert_eq!(
+        agent2
+            .agent_image
+            .as_ref()
+            .map(|i| i.checksum.algo.as_str()),
+        Some("sha512")
+    );
+    assert_eq!(
+        agent2.deploy_ramdisk,
+        Some(DeployRamdisk::Network {
+            kernel: "http://10.0.0.2/ipa/ipa.kernel".into(),
+            ramdisk: "http://10.0.0.2/ipa/ipa.initramfs".into(),
+        }),
+        "from its hardware type"
+    );
+}
+
+#[test]
+fn the_ramdisk_fits_the_boot_interface_and_the_nearest_declaration_wins() {
+    let fleet = TempFleet::new(&[
+        (
+            "rivet.toml",
+            "[hardware]\nenabled_deploy_interfaces = [\"ramdisk\", \"direct\"]\nenabled_boot_interfaces = [\"pxe\", \"redfish-virtual-media\"]\n",
+        ),
+        (
+            "drivers/lab.toml",
+            "[[hardware_type]]\nname = \"lab\"\nbase = \"redfish\"\n\
+             deploy_kernel = \"http://x/base.kernel\"\ndeploy_ramdisk = \"http://x/base.initramfs\"\ndeploy_iso = \"http://x/base.iso\"\n\n\
+             [[hardware_type]]\nname = \"lab-gen2\"\nbase = \"lab\"\ndeploy_iso = \"http://x/gen2.iso\"\n",
+        ),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"vmedia\"\ndriver = \"lab-gen2\"\nboot_interface = \"redfish-virtual-media\"\ndeploy_interface = \"direct\"\n\
+             bmc = { address = \"redfish+http://127.0.0.1:1/redfish/v1/Systems/1\" }\n\
+             [[node.ports]]\naddress = \"52:54:00:00:00:01\"\n\n\
+             [[node]]\nname = \"pxe\"\ndriver = \"lab-gen2\"\nboot_interface = \"pxe\"\ndeploy_interface = \"direct\"\n\
+             bmc = { address = \"redfish+http://127.0.0.1:1/redfish/v1/Systems/2\" }\n\
+             [[node.ports]]\naddress = \"52:54:00:00:00:02\"\n\n\
+             [[node]]\nname = \"own\"\ndriver = \"lab-gen2\"\nboot_interface = \"pxe\"\ndeploy_interface = \"direct\"\n\
+             deploy_kernel = \"http://x/own.kernel\"\ndeploy_ramdisk = \"http://x/own.initramfs\"\n\
+             bmc = { address = \"redfish+http://127.0.0.1:1/redfish/v1/Systems/3\" }\n\
+             [[node.ports]]\naddress = \"52:54:00:00:00:03\"\n",
+        ),
+    ]);
+    let loaded = rivet::model::fleet::load(fleet.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    let ramdisk = |name: &str| {
+        serde_json::to_value(&loaded.fleet.node(name).unwrap().deploy_ramdisk).unwrap()
+    };
+    assert_eq!(
+        ramdisk("vmedia"),
+        serde_json::json!({"virtual_media": {"iso": "http://x/gen2.iso"}})
+    );
+    assert_eq!(
+        ramdisk("pxe"),
+        serde_json::json!({"network": {"kernel": "http://x/base.kernel", "ramdisk": "http://x/base.initramfs"}})
+    );
+    assert_eq!(
+        ramdisk("own"),
+        serde_json::json!({"network": {"kernel": "http://x/own.kernel", "ramdisk": "http://x/own.initramfs"}})
+    );
+    // Declared `available`: nothing to write yet, and nothing required.
+    assert!(loaded.fleet.nodes.iter().all(|n| n.agent_image.is_none()));
+}
+
+#[test]
+fn a_new_checksum_rebuilds_and_a_new_ramdisk_only_replans() {
+    let load = |checksum: char, ramdisk: &str| {
+        let fleet = TempFleet::new(&[
+            (
+                "rivet.toml",
+                "[hardware]\nenabled_deploy_interfaces = [\"fake\", \"direct\"]\n",
+            ),
+            (
+                "nodes/a.toml",
+                &format!(
+                    "[[node]]\nname = \"n1\"\ndriver = \"fake-hardware\"\ndeploy_interface = \"direct\"\n\
+                     deploy_kernel = \"http://x/ipa.kernel\"\ndeploy_ramdisk = \"http://x/{ramdisk}\"\n\
+                     instance = {{ image = \"http://x/disk.raw\", checksum = \"sha256:{}\", disk_format = \"raw\" }}\n\
+                     desired = {{ provision = \"active\" }}\n[[node.ports]]\naddress = \"52:54:00:00:00:01\"\n",
+                    checksum.to_string().repeat(64)
+                ),
+            ),
+        ]);
+        let loaded = rivet::model::fleet::load(fleet.path());
+        assert!(loaded.is_valid(), "{:?}", loaded.problems);
+        let node = loaded.fleet.nodes[0].clone();
+        (
+            rivet::plan::instance_fingerprint(&node),
+            rivet::plan::declaration_digest(&node),
+        )
+    };
+    let (instance, declaration) = load('a', "ipa.initramfs");
+    let (new_checksum, new_checksum_declaration) = load('b', "ipa.initramfs");
+    assert_ne!(instance, new_checksum);
+    assert_ne!(declaration, new_checksum_declaration);
+    let (same_instance, new_ramdisk_declaration) = load('a', "ipa-2.initramfs");
+    assert_eq!(instance, same_instance, "the deployed instance is the same");
+    assert_ne!(declaration, new_ramdisk_declaration);
+}
+
+#[test]
+fn a_fleet_that_does_not_enable_direct_composes_as_before() {
+    // A custom type preferring `direct`, with every list unset: the
+    // calculated lists skip what needs the agent, as when rivet could not
+    // drive it, so the node keeps `ramdisk`.
+    let fleet = TempFleet::new(&[
+        (
+            "drivers/lab.toml",
+            "[[hardware_type]]\nname = \"lab\"\nbase = \"ipmi\"\nsupported_deploy_interfaces = [\"direct\", \"ramdisk\"]\n",
+        ),
+        (
+            "nodes/a.toml",
+            "[[node]]\nname = \"n1\"\ndriver = \"lab\"\nbmc = { address = \"ipmi://10.0.0.1\" }\n",
+        ),
+    ]);
+    let loaded = rivet::model::fleet::load(fleet.path());
+    assert!(loaded.is_valid(), "{:?}", loaded.problems);
+    assert_eq!(loaded.fleet.nodes[0].interface_map()["deploy"], "ramdisk");
+    assert!(
+        !loaded
+            .fleet
+            .hardware
+            .enabled
+            .get(rivet::vocab::InterfaceType::Deploy)
+            .contains(&"direct".to_string())
     );
 }

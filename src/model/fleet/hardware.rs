@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::agent::RamdiskKeys;
 use super::{Builder, is_dns_label, loc};
 use crate::config::raw::{HardwareDecl, HardwareTypeDecl};
 use crate::config::spanned::Sp;
@@ -11,7 +12,7 @@ use crate::diag::{self, Loc, Problem, SourceFile, list};
 use crate::model::compose::calculated_enabled;
 use crate::model::hardware::{HardwareType, builtin_hardware_types};
 use crate::model::interface::{InterfaceType, PerInterface};
-use crate::model::node::Located;
+use crate::model::node::{DeployRamdisk, Located};
 
 /// `[hardware]` resolved: what is enabled, and the defaults.
 #[derive(Debug, Clone)]
@@ -130,16 +131,22 @@ impl Builder {
 
     fn resolve_type(&mut self, file: &Arc<SourceFile>, decl: &HardwareTypeDecl) {
         let base = decl.base.as_ref().map(|b| b.value().clone());
-        let mut supported = match &base {
-            Some(b) => self
-                .types
-                .iter()
-                .find(|t| &t.name == b)
-                .map(|t| t.supported.clone())
-                .unwrap_or_default(),
+        let base_type = base
+            .as_ref()
+            .and_then(|b| self.types.iter().find(|t| &t.name == b));
+        let mut supported = match (&base, base_type) {
+            (Some(_), Some(t)) => t.supported.clone(),
+            (Some(_), None) => PerInterface::default(),
             // Without a base a type starts from Ironic's GenericHardware.
-            None => generic_supported(),
+            (None, _) => generic_supported(),
         };
+        let inherited = base_type.map_or_else(Vec::new, |t| t.deploy_ramdisks.clone());
+        let own = self.declared_ramdisks(
+            file,
+            &format!("hardware type `{}`", decl.name.value()),
+            RamdiskKeys::of_type(decl),
+        );
+        let deploy_ramdisks = DeployRamdisk::over(own, &inherited);
         for kind in InterfaceType::ALL {
             let Some(names) = decl.supported(kind) else {
                 continue;
@@ -190,6 +197,7 @@ impl Builder {
             name: decl.name.value().clone(),
             base,
             supported,
+            deploy_ramdisks,
             declared_at: Some(loc(file, &decl.name)),
         });
     }
@@ -254,7 +262,7 @@ impl Builder {
                     out
                 }
                 _ => calculated_enabled(kind, enabled_hw.iter().copied(), |n| {
-                    self.catalog.is_drivable(kind, n)
+                    self.catalog.enabled_by_default(kind, n)
                 }),
             };
             if let (Some(default), Some(file)) = (decl.default_for(kind), file) {

@@ -149,6 +149,8 @@ impl Builder {
                 priority: s.priority,
                 argsinfo: s.argsinfo.clone(),
                 abortable: s.abortable,
+                // A plugin's step runs in the plugin, on the conductor.
+                by_agent: false,
             });
         }
         self.catalog.insert(InterfaceImpl {

@@ -3,11 +3,13 @@
 //! and `[[rollout]]`), `cluster` (`[cluster]`), `host` (the flags of one
 //! host over both), `interfaces` (exec-plugin `[[interface]]`s),
 //! `hardware` (custom hardware types and `[hardware]`), `nodes` (each
-//! `[[node]]`), `ports` (its `[[node.ports]]`), `composition` (a node's
-//! interfaces), `bmc` (a node's BMC and its address), `steps` (deploy templates, requested steps and the merged
+//! `[[node]]`), `instance` (its `instance`), `ports` (its `[[node.ports]]`),
+//! `composition` (a node's interfaces), `agent` (the agent's ramdisk and
+//! what a deploy through the agent needs), `bmc` (a node's BMC and its address), `steps` (deploy templates, requested steps and the merged
 //! steps a deploy runs), `graph` (`depends_on` and its cycles). The last two
 //! are also what a plan orders by, so a fleet that validates plans.
 
+mod agent;
 mod bmc;
 mod cluster;
 mod composition;
@@ -15,6 +17,7 @@ mod conductor;
 pub mod graph;
 mod hardware;
 mod host;
+mod instance;
 mod interfaces;
 mod nodes;
 mod ports;

@@ -1,20 +1,21 @@
 //! Each `[[node]]`: name, UUID, hardware type, traits, dependencies,
-//! rollout group, instance, ports (`ports`) and the fields Ironic's users
-//! find it by (resource class, owner, conductor group, …); the node is
-//! whole only when every check of it passes.
+//! rollout group, instance (`instance`), ports (`ports`), what a deploy
+//! through the agent needs (`agent`) and the fields Ironic's users find it
+//! by (resource class, owner, conductor group, …); the node is whole only
+//! when every check of it passes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::agent::RamdiskKeys;
 use super::ports::DeclaredMacs;
 use super::steps::{TemplateReports, step_request};
 use super::{Builder, DeployTemplate, Hardware, Rollout, is_dns_label, is_trait, loc};
 use crate::config::raw::NodeDecl;
 use crate::diag::{self, Loc, Problem, SourceFile, list};
 use crate::model::hardware::HardwareType;
-use crate::model::interface::InterfaceType;
 use crate::model::node::{
     Desired, Located, Node, ProvisionTarget, StepRequest, StepSource, Tenancy, derived_uuid,
 };
@@ -113,6 +114,9 @@ impl Builder {
             let rollout = self.rollout_of(file, decl, rollouts);
             let ports = self.ports(file, decl, &uuid, &macs, &mut port_uuids);
             let tenancy = self.tenancy(file, decl);
+            let instance = self.instance_of(file, decl);
+            let own_ramdisks =
+                self.declared_ramdisks(file, &format!("node `{name}`"), RamdiskKeys::of_node(decl));
             let desired = Desired {
                 provision: decl
                     .desired
@@ -134,7 +138,7 @@ impl Builder {
             if self.problems.len() != before {
                 continue;
             }
-            let node = Node {
+            let mut node = Node {
                 name: name.to_string(),
                 uuid,
                 driver: Name::new(&hw.name),
@@ -143,14 +147,18 @@ impl Builder {
                 traits,
                 depends_on,
                 rollout,
-                instance: decl.instance.as_ref().map(|i| i.value().clone()),
+                instance,
+                agent_image: None,
+                deploy_ramdisk: None,
                 desired,
                 deploy_steps,
                 ports,
                 tenancy,
                 at,
             };
-            self.instance(file, decl, &node);
+            node.deploy_ramdisk = self.deploy_ramdisk(&node, &hw, own_ramdisks);
+            self.instance_missing(file, decl, &node);
+            node.agent_image = self.agent_deploy(file, decl, &node);
             let steps_ok = self.node_steps(&node, templates, &mut template_reported);
             if steps_ok && self.problems.len() == before {
                 out.push(Arc::new(node));
@@ -377,39 +385,5 @@ impl Builder {
             .help(help),
         );
         None
-    }
-
-    /// Deploy interfaces that boot an image need to be told which one.
-    fn instance(&mut self, file: &Arc<SourceFile>, decl: &NodeDecl, node: &Node) {
-        if node.desired.provision != ProvisionTarget::Active {
-            return;
-        }
-        let deploy = node.interfaces.get(InterfaceType::Deploy);
-        let boots = self
-            .catalog
-            .capabilities(InterfaceType::Deploy, deploy)
-            .contains(crate::model::catalog::Capabilities::BOOTS_TO_DEPLOY);
-        if !boots {
-            return;
-        }
-        let has_boot_media = node
-            .instance
-            .as_ref()
-            .is_some_and(|i| i.image.is_some() || (i.kernel.is_some() && i.ramdisk.is_some()));
-        if !has_boot_media {
-            let at = decl
-                .desired
-                .provision
-                .as_ref()
-                .map_or_else(|| node.at.clone(), |p| loc(file, p));
-            self.push(
-                Problem::new(
-                    "rivet::node::instance_missing",
-                    format!("node `{}` is to be active with the `{deploy}` deploy interface but declares nothing to boot", node.name),
-                )
-                .at(&at, "needs an instance")
-                .help("add `instance = { image = \"http://…/boot.iso\" }` (or `kernel` and `ramdisk`)"),
-            );
-        }
     }
 }

@@ -263,6 +263,10 @@ pub struct PlannedStep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     pub abortable: bool,
+    /// The agent runs it on the node (`"by_agent": true`; absent when the
+    /// conductor does, so plans without agent deploys keep their form).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub by_agent: bool,
     #[serde(skip)]
     pub at: Option<Loc>,
 }
@@ -364,6 +368,7 @@ pub fn deploy_steps(
                     source: StepSource::Driver,
                     template: None,
                     abortable: def.abortable,
+                    by_agent: def.by_agent,
                     at: imp.declared_at.clone(),
                 },
             );
@@ -420,10 +425,11 @@ pub fn deploy_steps(
 }
 
 fn planned(catalog: &Catalog, node: &Node, req: &StepRequest) -> PlannedStep {
-    let abortable = catalog
+    // Who runs a step and whether it can be aborted are the interface's
+    // to say, whatever priority or arguments a template or node gives it.
+    let def = catalog
         .get(req.interface, node.interfaces.get(req.interface))
-        .and_then(|imp| imp.step(&req.step))
-        .is_some_and(|def| def.abortable);
+        .and_then(|imp| imp.step(&req.step));
     PlannedStep {
         interface: req.interface,
         step: req.step.clone(),
@@ -434,7 +440,8 @@ fn planned(catalog: &Catalog, node: &Node, req: &StepRequest) -> PlannedStep {
             StepSource::Template(name) => Some(name.clone()),
             _ => None,
         },
-        abortable,
+        abortable: def.is_some_and(|d| d.abortable),
+        by_agent: def.is_some_and(|d| d.by_agent),
         at: Some(req.at.clone()),
     }
 }
