@@ -408,6 +408,9 @@ pub enum ProvisionState {
     Available,
     #[serde(rename = "deploying")]
     Deploying,
+    /// A deploy waits for the agent in the node's ramdisk to call back.
+    #[serde(rename = "wait call-back")]
+    WaitCallBack,
     #[serde(rename = "active")]
     Active,
     #[serde(rename = "deploy failed")]
@@ -427,6 +430,7 @@ impl ProvisionState {
             Self::Cleaning => "cleaning",
             Self::Available => "available",
             Self::Deploying => "deploying",
+            Self::WaitCallBack => "wait call-back",
             Self::Active => "active",
             Self::DeployFailed => "deploy failed",
             Self::Deleting => "deleting",

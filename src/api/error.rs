@@ -29,6 +29,9 @@ pub enum ApiError {
     ConductorNotFound(String),
     #[error("Deploy template {0} could not be found.")]
     DeployTemplateNotFound(String),
+    /// A lookup or heartbeat for a node that waits for no agent.
+    #[error("{0}")]
+    AgentNotFound(String),
     /// A write: rivet changes nodes only by converging the declarations;
     /// `instead` says what to edit.
     #[error("rivet's API is read-only: {method} {path} would change something. {instead}")]
@@ -121,7 +124,8 @@ impl ApiError {
             | HistoryNotFound(_)
             | BiosSettingNotFound { .. }
             | ConductorNotFound(_)
-            | DeployTemplateNotFound(_) => StatusCode::NOT_FOUND,
+            | DeployTemplateNotFound(_)
+            | AgentNotFound(_) => StatusCode::NOT_FOUND,
             ReadOnly { .. } | MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingMethod
             | NoHandler(_)

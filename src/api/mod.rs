@@ -6,6 +6,7 @@
 //! daemon shuts down. Errors are `error::ApiError` values, rendered in
 //! Ironic's error shape in one place.
 
+pub mod agent;
 pub mod client;
 pub mod drivers;
 pub mod error;
@@ -174,13 +175,20 @@ impl ApiState {
     }
 }
 
+impl axum::extract::FromRef<ApiState> for Arc<crate::reconcile::agent::Agents> {
+    fn from_ref(state: &ApiState) -> Self {
+        Arc::clone(&state.conductor.agents)
+    }
+}
+
 /// The whole API as one router.
 pub fn router(state: ApiState) -> Router {
     let open = Router::new()
         .route("/", get(version::root))
         .route("/v1", get(version::v1))
         .route("/v1/", get(version::v1))
-        .route("/healthz", get(healthz));
+        .route("/healthz", get(healthz))
+        .merge(agent::routes::<ApiState>());
     let mut reads = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/v1/nodes", get(nodes::list))

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::conductor::converge::{ConvergeEvent, ConvergeReport, converge_once};
+use crate::conductor::converge::{ConvergeEvent, ConvergeReport, converge_once, drives_agents};
 use crate::conductor::plan::Planned;
 use crate::plan::Plan;
+use crate::reconcile::agent::Agents;
 use crate::reconcile::runner::NodeOutcome;
 use crate::reconcile::{Progress, Stop};
 use crate::store::Store;
@@ -31,10 +32,42 @@ pub fn converge(dir: &Path, planned: Planned, store: Arc<Store>) -> std::io::Res
                 ctrl_c.cancel();
             }
         });
+        let agents = match Agents::load(
+            Arc::clone(&store),
+            planned.fleet.conductor.agent_heartbeat_timeout,
+        ) {
+            Ok(agents) => Arc::new(agents),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        // A deploy that boots an agent needs somewhere for it to call back:
+        // the agent channel on `[conductor] http`, for as long as this runs.
+        let channel = if drives_agents(&planned.fleet) {
+            let addr = planned.fleet.conductor.http;
+            match serve_agent_channel(addr, Arc::clone(&agents), stop.shutdown.clone()).await {
+                Ok(task) => Some(task),
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot listen on {addr} for the agents of this fleet's deploys: {e}; \
+                         free the address or set `[conductor] http` to another"
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        } else {
+            None
+        };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let display = tokio::spawn(show(rx));
-        let result = converge_once(dir, planned, store, stop, tx).await;
+        let channel_stop = stop.shutdown.clone();
+        let result = converge_once(dir, planned, store, agents, stop, tx).await;
         let _ = display.await;
+        if let Some(task) = channel {
+            channel_stop.cancel();
+            let _ = task.await;
+        }
         match result {
             Ok(report) => Ok(summary(&report)),
             Err(e) => {
@@ -43,6 +76,22 @@ pub fn converge(dir: &Path, planned: Planned, store: Arc<Store>) -> std::io::Res
             }
         }
     })
+}
+
+/// Serve the agent channel alone on `addr` until `shutdown`.
+async fn serve_agent_channel(
+    addr: std::net::SocketAddr,
+    agents: Arc<Agents>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "agent channel listening");
+    let app = crate::api::agent::router(agents);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::api::serve(listener, app, shutdown.cancelled_owned()).await {
+            tracing::error!(error = %e, "the agent channel stopped");
+        }
+    }))
 }
 
 fn summary(report: &ConvergeReport) -> ExitCode {

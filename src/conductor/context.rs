@@ -10,6 +10,7 @@ use crate::driver::fence::Solo;
 use crate::driver::registry::Registry;
 use crate::model::fleet::Fleet;
 use crate::reconcile::Ctx;
+use crate::reconcile::agent::Agents;
 use crate::reconcile::journal::Journal;
 use crate::reconcile::locks::{LocalLocks, NodeLocks};
 
@@ -38,7 +39,17 @@ pub fn registry(fleet: &Fleet, read_only: bool) -> Registry {
 /// fresh drivers: one `rivet reconcile`.
 pub fn context(fleet: Arc<Fleet>, journal: Journal) -> Arc<Ctx> {
     let registry = Arc::new(registry(&fleet, false));
-    with(fleet, registry, journal, Arc::new(LocalLocks::default()))
+    let agents = Arc::new(Agents::empty(
+        Arc::clone(journal.store()),
+        fleet.conductor.agent_heartbeat_timeout,
+    ));
+    with(
+        fleet,
+        registry,
+        journal,
+        Arc::new(LocalLocks::default()),
+        agents,
+    )
 }
 
 /// The shared context over drivers and node locks that outlive it (the
@@ -48,9 +59,10 @@ pub fn with(
     registry: Arc<Registry>,
     journal: Journal,
     locks: Arc<dyn NodeLocks>,
+    agents: Arc<Agents>,
 ) -> Arc<Ctx> {
     let permits = Arc::new(Solo(Arc::from(fleet.conductor.host.as_str())));
-    with_permits(fleet, registry, journal, locks, permits)
+    with_permits(fleet, registry, journal, locks, permits, agents)
 }
 
 /// As `with`, acting under `permits` (a cluster member's).
@@ -60,8 +72,10 @@ pub fn with_permits(
     journal: Journal,
     locks: Arc<dyn NodeLocks>,
     permits: Arc<dyn crate::driver::fence::Permits>,
+    agents: Arc<Agents>,
 ) -> Arc<Ctx> {
     Arc::new(Ctx {
+        agents,
         registry,
         fleet,
         journal,

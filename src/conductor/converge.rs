@@ -11,6 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::context;
 use super::plan::{PlanError, Planned, plan_fleet};
 use crate::plan::Plan;
+use crate::reconcile::agent::Agents;
 use crate::reconcile::journal::Journal;
 use crate::reconcile::locks::{LocalLocks, NodeLocks};
 use crate::reconcile::pass::{PassOptions, has_work, run_pass};
@@ -51,13 +52,31 @@ impl ConvergeReport {
     }
 }
 
-/// Converge `planned` once over the open `store`. A pass that resumed a
+/// Whether a node of `fleet` deploys through an agent in its ramdisk, so
+/// a converge must serve the agent channel.
+pub fn drives_agents(fleet: &crate::model::fleet::Fleet) -> bool {
+    use crate::model::catalog::Capabilities;
+    use crate::vocab::InterfaceType;
+    fleet.nodes.iter().any(|node| {
+        fleet
+            .catalog
+            .capabilities(
+                InterfaceType::Deploy,
+                node.interfaces.get(InterfaceType::Deploy),
+            )
+            .contains(Capabilities::NEEDS_AGENT)
+    })
+}
+
+/// Converge `planned` once over the open `store`, its deploys' agents
+/// talking through `agents` (which the caller serves). A pass that resumed a
 /// crashed run may leave work the declarations ask for: plan again (from
 /// `dir`) until a pass resumes nothing, at most three passes.
 pub async fn converge_once(
     dir: &Path,
     planned: Planned,
     store: Arc<Store>,
+    agents: Arc<Agents>,
     stop: Stop,
     events: UnboundedSender<ConvergeEvent>,
 ) -> Result<ConvergeReport, PlanError> {
@@ -90,6 +109,7 @@ pub async fn converge_once(
             Arc::clone(&registry),
             journal.clone(),
             Arc::clone(&locks),
+            Arc::clone(&agents),
         );
         let _ = events.send(ConvergeEvent::Pass(Box::new(plan.clone())));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -271,13 +271,14 @@ impl Metrics {
 }
 
 /// Every provision state, so each series exists from the first scrape.
-pub const ALL_STATES: [ProvisionState; 10] = [
+pub const ALL_STATES: [ProvisionState; 11] = [
     ProvisionState::Enroll,
     ProvisionState::Verifying,
     ProvisionState::Manageable,
     ProvisionState::Cleaning,
     ProvisionState::Available,
     ProvisionState::Deploying,
+    ProvisionState::WaitCallBack,
     ProvisionState::Active,
     ProvisionState::DeployFailed,
     ProvisionState::Deleting,

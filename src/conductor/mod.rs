@@ -38,6 +38,7 @@ use crate::diag::Problem;
 use crate::driver::registry::Registry;
 use crate::model::fleet::{Fleet, HostOverrides, load_with};
 use crate::plan::declaration_digest;
+use crate::reconcile::agent::Agents;
 use crate::reconcile::journal::Journal;
 use crate::reconcile::locks::{LocalLocks, NodeLocks};
 use crate::reconcile::pass::{Pass, PassOptions, run_pass};
@@ -85,6 +86,8 @@ pub struct Conductor {
     /// This daemon as a cluster member; `None` without `[cluster]`: it
     /// owns every node.
     pub cluster: Option<Arc<Cluster>>,
+    /// The agent channels of its deploys; the API answers their agents.
+    pub agents: Arc<Agents>,
 }
 
 /// A pass planned by `Conductor::plan_pass`, ready to run.
@@ -137,7 +140,12 @@ impl Conductor {
         let metrics = Arc::new(Metrics::default());
         metrics.watch(&store);
         let registry = Arc::new(context::registry(&fleet, false));
+        let agents = Arc::new(Agents::load(
+            Arc::clone(&store),
+            fleet.conductor.agent_heartbeat_timeout,
+        )?);
         Ok(Arc::new(Self {
+            agents,
             dir: dir.to_path_buf(),
             overrides: overrides.clone(),
             store,
@@ -173,6 +181,7 @@ impl Conductor {
             self.journal.clone(),
             Arc::clone(&self.locks),
             self.permits(),
+            Arc::clone(&self.agents),
         )
     }
 

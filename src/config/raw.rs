@@ -86,6 +86,15 @@ pub struct ConductorDecl {
     /// The most one deploy step may take, its retries included, e.g. `30m`,
     /// `2h`. Default `30m`.
     pub deploy_step_timeout: Option<Sp<String>>,
+    /// How long a deploy waits for the agent in its ramdisk to heartbeat
+    /// once the node is powered on (Ironic's `wait call-back`), e.g. `30m`.
+    /// Default `30m`, as Ironic's `[conductor] deploy_callback_timeout`.
+    pub deploy_callback_timeout: Option<Sp<String>>,
+    /// The `heartbeat_timeout` agents are told at lookup: each heartbeats
+    /// every 0.3 to 0.6 of it, e.g. `60s`. Default `60s`. rivet follows
+    /// agent commands to their end rather than waiting for heartbeats, so
+    /// this only bounds how soon a restarted rivet hears from an agent.
+    pub agent_heartbeat_timeout: Option<Sp<String>>,
     /// Where fake-hardware BMCs keep their state and their call log,
     /// relative to the fleet directory; conductors that share it share the
     /// fake BMCs. Default `fake-bmc` beside the state file.

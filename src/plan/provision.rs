@@ -68,7 +68,7 @@ fn moves(state: ProvisionState) -> &'static [(Verb, ProvisionState)] {
         DeployFailed => &[(Verb::Deploy, Active), (Verb::Undeploy, Available)],
         Error => &[(Verb::Rebuild, Active), (Verb::Undeploy, Available)],
         // Transitional states are resolved by `resting` before planning.
-        Verifying | Cleaning | Deploying | Deleting => &[],
+        Verifying | Cleaning | Deploying | WaitCallBack | Deleting => &[],
     }
 }
 
@@ -80,7 +80,7 @@ pub fn resting(state: ProvisionState) -> ProvisionState {
     match state {
         Verifying => Enroll,
         Cleaning => Manageable,
-        Deploying => Available,
+        Deploying | WaitCallBack => Available,
         Deleting => Active,
         other => other,
     }

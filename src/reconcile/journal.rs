@@ -35,7 +35,9 @@ pub fn node_of(write: &Write) -> Option<&str> {
         | Write::Journal(name, _)
         | Write::ClearJournal(name)
         | Write::Drift(name, _)
-        | Write::ClearDrift(name) => Some(name),
+        | Write::ClearDrift(name)
+        | Write::Agent(name, _)
+        | Write::ClearAgent(name) => Some(name),
         Write::Event(event) => Some(&event.node),
         Write::Run(..) | Write::Declarations(_) => None,
     }

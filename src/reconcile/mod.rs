@@ -18,6 +18,8 @@
 //!   refused, or a BMC call fenced, stops the run with its journal kept,
 //!   for the node's owner to resume.
 
+pub mod agent;
+pub mod agent_deploy;
 pub mod journal;
 pub mod locks;
 pub mod ops;
@@ -53,6 +55,8 @@ pub struct Ctx {
     /// Whether this conductor may act on a node now, and with which
     /// fencing token: asked before each operation and each power sync.
     pub permits: Arc<dyn Permits>,
+    /// The agent channels of deploys that boot an agent ramdisk.
+    pub agents: Arc<agent::Agents>,
 }
 
 /// Why runners stop early.

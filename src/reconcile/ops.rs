@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::catalog::{Capabilities, Catalog};
-use crate::model::node::Node;
+use crate::model::node::{DeployRamdisk, Node};
 use crate::plan::provision::Verb;
 use crate::plan::{Action, NodePlan};
 use crate::vocab::{BootDevice, BootMode, InterfaceType, PowerState, ProvisionState};
@@ -49,6 +49,36 @@ pub enum Op {
     },
     /// Stop managing the node (after a prune undeployed it).
     Release,
+    /// A deploy step made of several operations starts: the node's
+    /// `deploy_step` names it (an agent deploy's conductor-side steps).
+    BeginStep {
+        interface: InterfaceType,
+        step: String,
+        priority: u32,
+    },
+    /// Open the node's agent channel for a new boot of its deploy ramdisk,
+    /// before the node is powered on into it: an earlier boot's token and
+    /// callback URL are void.
+    OpenAgent,
+    /// Wait for the agent's first heartbeat (Ironic's `wait call-back`),
+    /// at most `[conductor] deploy_callback_timeout`.
+    AwaitAgent,
+    /// A deploy step the agent runs (`deploy.execute_deploy_step`),
+    /// followed to its end; a restarted conductor finds it among the
+    /// agent's commands instead of sending it twice.
+    AgentStep {
+        interface: InterfaceType,
+        step: String,
+        priority: u32,
+        #[serde(default)]
+        args: BTreeMap<String, serde_json::Value>,
+    },
+    /// One agent command (`extension.command`), waited for.
+    AgentCommand {
+        command: String,
+    },
+    /// Close the node's agent channel: its agent is powered off.
+    CloseAgent,
     /// A provision verb completes: the node rests in `after`.
     End {
         verb: Verb,
@@ -75,23 +105,45 @@ impl Op {
             Op::SetBootMode { mode } => format!("boot mode {}", mode.as_str()),
             Op::End { verb, .. } => format!("{} done", verb.as_str()),
             Op::Release => "release".to_string(),
+            Op::BeginStep {
+                interface, step, ..
+            } => format!("{interface}.{step} begins"),
+            Op::OpenAgent => "agent channel open".to_string(),
+            Op::AwaitAgent => "wait call-back".to_string(),
+            Op::AgentStep {
+                interface, step, ..
+            } => format!("{interface}.{step} (agent)"),
+            Op::AgentCommand { command } => format!("agent {command}"),
+            Op::CloseAgent => "agent channel close".to_string(),
         }
     }
 
-    /// Whether a declaration change may interrupt it mid-way.
+    /// Whether the agent in the node's ramdisk carries it out.
+    pub fn is_agent_call(&self) -> bool {
+        matches!(self, Op::AgentStep { .. } | Op::AgentCommand { .. })
+    }
+
+    /// Whether a declaration change or shutdown may interrupt it mid-way.
+    /// Waiting for an agent and following its step may: the agent keeps
+    /// working, and a resumed run finds its command again.
     pub fn abortable(&self) -> bool {
         matches!(
             self,
             Op::Step {
                 abortable: true,
                 ..
-            }
+            } | Op::AwaitAgent
+                | Op::AgentStep { .. }
         )
     }
 
-    /// Bookkeeping only: no BMC is called.
+    /// Bookkeeping only: no BMC or agent is called, nothing is recorded
+    /// outside the run's own commit.
     pub fn is_bookkeeping(&self) -> bool {
-        matches!(self, Op::Begin { .. } | Op::End { .. } | Op::Release)
+        matches!(
+            self,
+            Op::Begin { .. } | Op::End { .. } | Op::Release | Op::BeginStep { .. }
+        )
     }
 }
 
@@ -106,6 +158,9 @@ fn capabilities(catalog: &Catalog, node: &Node, kind: InterfaceType) -> Capabili
 /// (virtual media) or network boot, set the boot device, power on; the step
 /// completes when the node is up.
 fn step_ops(catalog: &Catalog, node: &Node, step: &crate::plan::steps::PlannedStep) -> Vec<Op> {
+    if capabilities(catalog, node, InterfaceType::Deploy).contains(Capabilities::NEEDS_AGENT) {
+        return agent_step_ops(catalog, node, step);
+    }
     if step.interface == InterfaceType::Deploy
         && step.step == "deploy"
         && capabilities(catalog, node, InterfaceType::Deploy)
@@ -140,6 +195,116 @@ fn step_ops(catalog: &Catalog, node: &Node, step: &crate::plan::steps::PlannedSt
         args: step.args.clone(),
         abortable: step.abortable,
     }]
+}
+
+/// The operations of one step of a deploy through the agent in the node's
+/// ramdisk, Ironic's `direct` deploy: `deploy` boots the ramdisk and waits
+/// for the agent to call back, the agent's own steps (`write_image`) run
+/// in it, `prepare_instance_boot` reads the partition UUIDs and sets the
+/// boot device to disk, `tear_down_agent` powers the agent off (then the
+/// BMC, in case it did not), `boot_instance` powers the instance on.
+fn agent_step_ops(
+    catalog: &Catalog,
+    node: &Node,
+    step: &crate::plan::steps::PlannedStep,
+) -> Vec<Op> {
+    let begin = Op::BeginStep {
+        interface: step.interface,
+        step: step.step.clone(),
+        priority: step.priority,
+    };
+    let power = |target| Op::SetPower { target };
+    if step.by_agent {
+        let mut args = step.args.clone();
+        if step.interface == InterfaceType::Deploy && step.step == "write_image" {
+            args.extend(write_image_args(node));
+        }
+        return vec![Op::AgentStep {
+            interface: step.interface,
+            step: step.step.clone(),
+            priority: step.priority,
+            args,
+        }];
+    }
+    if step.interface != InterfaceType::Deploy {
+        return vec![Op::Step {
+            interface: step.interface,
+            step: step.step.clone(),
+            priority: step.priority,
+            args: step.args.clone(),
+            abortable: step.abortable,
+        }];
+    }
+    match step.step.as_str() {
+        "deploy" => {
+            let mut ops = vec![begin, power(PowerState::Off)];
+            let virtual_media = capabilities(catalog, node, InterfaceType::Boot)
+                .contains(Capabilities::VIRTUAL_MEDIA);
+            match &node.deploy_ramdisk {
+                Some(DeployRamdisk::VirtualMedia { iso }) if virtual_media => {
+                    ops.push(Op::InsertMedia { image: iso.clone() });
+                    ops.push(Op::SetBootDevice {
+                        device: BootDevice::Cdrom,
+                    });
+                }
+                _ => ops.push(Op::SetBootDevice {
+                    device: BootDevice::Pxe,
+                }),
+            }
+            ops.extend([Op::OpenAgent, power(PowerState::On), Op::AwaitAgent]);
+            ops
+        }
+        "prepare_instance_boot" => vec![
+            begin,
+            Op::AgentCommand {
+                command: "standby.get_partition_uuids".into(),
+            },
+            Op::SetBootDevice {
+                device: BootDevice::Disk,
+            },
+        ],
+        "tear_down_agent" => vec![
+            begin,
+            Op::AgentCommand {
+                command: "standby.power_off".into(),
+            },
+            Op::CloseAgent,
+            power(PowerState::Off),
+        ],
+        "boot_instance" => vec![begin, power(PowerState::On)],
+        _ => vec![Op::Step {
+            interface: step.interface,
+            step: step.step.clone(),
+            priority: step.priority,
+            args: step.args.clone(),
+            abortable: step.abortable,
+        }],
+    }
+}
+
+/// `write_image`'s arguments as Ironic sends them for a whole-disk image:
+/// `image_info` (the agent names its cache file after `id`, so it is a
+/// UUID derived from the URL, not the URL) and no config drive.
+fn write_image_args(node: &Node) -> BTreeMap<String, serde_json::Value> {
+    let Some(image) = &node.agent_image else {
+        return BTreeMap::new();
+    };
+    let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, image.url.as_bytes());
+    let info = serde_json::json!({
+        "id": id.to_string(),
+        "urls": [image.url],
+        "disk_format": image.disk_format.as_str(),
+        "container_format": "bare",
+        "os_hash_algo": image.checksum.algo,
+        "os_hash_value": image.checksum.value,
+        "stream_raw_images": true,
+        "node_uuid": node.uuid.to_string(),
+        "image_type": "whole-disk",
+    });
+    BTreeMap::from([
+        ("image_info".to_string(), info),
+        ("configdrive".to_string(), serde_json::Value::Null),
+    ])
 }
 
 /// The operations that carry out a node's planned actions, in order; what
@@ -177,10 +342,21 @@ pub fn flatten(catalog: &Catalog, plan: &NodePlan, node: &Node, instance: &str) 
                         for step in &plan.steps {
                             ops.extend(step_ops(catalog, node, step));
                         }
-                        // A deploy ends with the instance booted.
-                        ops.push(Op::SetPower {
-                            target: PowerState::On,
-                        });
+                        // A deploy ends with the instance booted (an agent
+                        // deploy's `boot_instance` step did).
+                        let booted = capabilities(catalog, node, InterfaceType::Deploy)
+                            .contains(Capabilities::NEEDS_AGENT)
+                            && matches!(
+                                ops.last(),
+                                Some(Op::SetPower {
+                                    target: PowerState::On
+                                })
+                            );
+                        if !booted {
+                            ops.push(Op::SetPower {
+                                target: PowerState::On,
+                            });
+                        }
                     }
                 }
                 ops.push(Op::End {
@@ -207,6 +383,7 @@ pub fn prune(current: ProvisionState) -> Vec<Op> {
             | ProvisionState::DeployFailed
             | ProvisionState::Error
             | ProvisionState::Deploying
+            | ProvisionState::WaitCallBack
     ) {
         ops.push(Op::Begin {
             verb: Verb::Undeploy,

@@ -406,6 +406,10 @@ mod tests {
         Arc::new(Ctx {
             fleet: Arc::clone(fleet),
             registry: Arc::new(Registry::new(fleet.root.clone(), bmcs)),
+            agents: Arc::new(crate::reconcile::agent::Agents::empty(
+                Arc::clone(&store),
+                Duration::from_secs(60),
+            )),
             journal: Journal::start(store),
             locks: Arc::new(LocalLocks::default()),
             attempts: 1,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::agent_deploy;
 use super::ops::Op;
 use super::{Ctx, Progress, Stop, now};
 use crate::driver::{DriverError, ErrorKind, fence};
@@ -57,6 +58,8 @@ fn event(
         protocol: Some(
             if op.is_bookkeeping() {
                 "rivet"
+            } else if op.is_agent_call() {
+                crate::driver::agent::PROTOCOL
             } else {
                 protocol
             }
@@ -96,6 +99,27 @@ fn on_start(record: &mut NodeRecord, op: &Op) {
                 "interface": interface, "step": step, "priority": priority, "args": args,
             }));
         }
+        Op::BeginStep {
+            interface,
+            step,
+            priority,
+        } => {
+            record.deploy_step = Some(serde_json::json!({
+                "interface": interface, "step": step, "priority": priority, "args": {},
+            }));
+        }
+        Op::AwaitAgent => record.provision_state = ProvisionState::WaitCallBack,
+        Op::AgentStep {
+            interface,
+            step,
+            priority,
+            args,
+        } => {
+            record.provision_state = ProvisionState::Deploying;
+            record.deploy_step = Some(serde_json::json!({
+                "interface": interface, "step": step, "priority": priority, "args": args,
+            }));
+        }
         Op::SetPower { target } => record.target_power_state = Some(*target),
         Op::Inspect => {
             record.inspection_started_at = Some(now());
@@ -129,11 +153,13 @@ fn record_bios(
     }
 }
 
-/// What an operation read from the BMC.
+/// What an operation read from the BMC or the agent.
 enum Reading {
     Nothing,
     Power(crate::vocab::PowerState),
     Properties(serde_json::Value),
+    /// What the agent said, for the operation's history event.
+    Said(String),
 }
 
 /// Record changes when an operation succeeds.
@@ -143,7 +169,7 @@ fn on_success(record: &mut NodeRecord, op: &Op, reading: Reading) {
         Reading::Properties(serde_json::Value::Object(found)) => {
             record.properties = crate::store::records::Properties::new(&found);
         }
-        Reading::Properties(_) | Reading::Nothing => {}
+        Reading::Properties(_) | Reading::Nothing | Reading::Said(_) => {}
     }
     match op {
         Op::Verify => {}
@@ -183,7 +209,13 @@ fn on_success(record: &mut NodeRecord, op: &Op, reading: Reading) {
                 Verb::Manage | Verb::Provide => {}
             }
         }
-        Op::Begin { .. } => {}
+        Op::AwaitAgent => record.provision_state = ProvisionState::Deploying,
+        Op::Begin { .. }
+        | Op::BeginStep { .. }
+        | Op::OpenAgent
+        | Op::AgentStep { .. }
+        | Op::AgentCommand { .. }
+        | Op::CloseAgent => {}
         Op::Release => record.unmanaged = true,
     }
     record.updated_at = Some(now());
@@ -212,7 +244,15 @@ fn on_failure(record: &mut NodeRecord, verb: Option<Verb>, error: &str) {
 async fn execute(ctx: &Ctx, node: &Node, op: &Op) -> Result<Reading, DriverError> {
     let conductor = &ctx.fleet.conductor;
     let (deadline, setting) = match op {
-        Op::Step { .. } => (conductor.deploy_step_timeout, "deploy_step_timeout"),
+        Op::Step { .. } | Op::AgentStep { .. } => {
+            (conductor.deploy_step_timeout, "deploy_step_timeout")
+        }
+        // Its own deadline is `deploy_callback_timeout`; this one only
+        // catches a wait that overruns it.
+        Op::AwaitAgent => (
+            conductor.deploy_callback_timeout + conductor.operation_timeout,
+            "deploy_callback_timeout",
+        ),
         _ => (conductor.operation_timeout, "operation_timeout"),
     };
     match tokio::time::timeout(deadline, execute_with_retries(ctx, node, op)).await {
@@ -253,7 +293,25 @@ async fn execute_once(ctx: &Ctx, node: &Node, op: &Op) -> Result<Reading, Driver
     let registry = &ctx.registry;
     let done = |()| Reading::Nothing;
     match op {
-        Op::Begin { .. } | Op::End { .. } | Op::Release => Ok(Reading::Nothing),
+        Op::Begin { .. } | Op::End { .. } | Op::Release | Op::BeginStep { .. } => {
+            Ok(Reading::Nothing)
+        }
+        Op::OpenAgent => agent_deploy::open(ctx, node).await.map(done),
+        Op::CloseAgent => agent_deploy::close(ctx, node).await.map(done),
+        Op::AwaitAgent => agent_deploy::await_agent(ctx, node)
+            .await
+            .map(Reading::Said),
+        Op::AgentStep {
+            interface,
+            step,
+            priority,
+            args,
+        } => agent_deploy::agent_step(ctx, node, *interface, step, *priority, args)
+            .await
+            .map(Reading::Said),
+        Op::AgentCommand { command } => agent_deploy::agent_command(ctx, node, command)
+            .await
+            .map(Reading::Said),
         Op::InsertMedia { image } => registry
             .boot(node)?
             .insert_media(node, image)
@@ -404,6 +462,11 @@ pub async fn run_node(
         done.duration_ms = Some(elapsed.as_millis() as u64);
         match result {
             Ok(reading) => {
+                if let Reading::Said(said) = &reading
+                    && !said.is_empty()
+                {
+                    done.detail = Some(said.clone());
+                }
                 on_success(&mut work.record, &op, reading);
                 // Committed with the next operation's start, or at the end.
                 unsaved.journal = Some(if index + 1 == total {
@@ -428,6 +491,11 @@ pub async fn run_node(
                 unsaved.journal = Some(Write::ClearJournal(name.clone()));
                 unsaved.events.push(done);
                 let _ = unsaved.save(ctx, &name, &work, &send).await;
+                // A failed deploy's agent may not call back into another
+                // run: the next boot gets a new token.
+                if let Err(close) = ctx.agents.close(&name).await {
+                    tracing::warn!(node = %name, error = %close, "could not close the agent channel");
+                }
                 tracing::warn!(node = %name, run = work.run_id, op = %op.label(), error = %e, "operation failed");
                 send(Progress::OpFinished {
                     node: name.clone(),

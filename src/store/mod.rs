@@ -13,8 +13,8 @@ use redb::{
     Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
 };
 
-use records::{DriftRecord, Event, JournalRecord, NodeRecord, RunRecord};
-use tables::{DECLARATIONS, DRIFTS, HISTORY, JOURNALS, META, NODE_EVENTS, NODES, RUNS};
+use records::{AgentRecord, DriftRecord, Event, JournalRecord, NodeRecord, RunRecord};
+use tables::{AGENTS, DECLARATIONS, DRIFTS, HISTORY, JOURNALS, META, NODE_EVENTS, NODES, RUNS};
 
 /// The layout this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 2;
@@ -98,6 +98,10 @@ pub enum Write {
     Drift(String, DriftRecord),
     /// A node's power drift ended (or it is no longer managed).
     ClearDrift(String),
+    /// A node's agent channel opened or changed.
+    Agent(String, AgentRecord),
+    /// A node's agent channel closed.
+    ClearAgent(String),
 }
 
 /// Told about every committed batch of writes, after the commit.
@@ -286,6 +290,7 @@ impl Store {
             let mut runs = txn.open_table(RUNS).map_err(|e| self.err(e))?;
             let mut declarations = txn.open_table(DECLARATIONS).map_err(|e| self.err(e))?;
             let mut drifts = txn.open_table(DRIFTS).map_err(|e| self.err(e))?;
+            let mut agents = txn.open_table(AGENTS).map_err(|e| self.err(e))?;
             let mut seq = meta
                 .get("history_seq")
                 .map_err(|e| self.err(e))?
@@ -337,6 +342,14 @@ impl Store {
                     }
                     Write::ClearDrift(name) => {
                         drifts.remove(name.as_str()).map_err(|e| self.err(e))?;
+                    }
+                    Write::Agent(name, record) => {
+                        agents
+                            .insert(name.as_str(), json(record).as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    Write::ClearAgent(name) => {
+                        agents.remove(name.as_str()).map_err(|e| self.err(e))?;
                     }
                 }
             }
@@ -427,6 +440,11 @@ impl Store {
     /// Every node's power drift that power sync recorded and has not seen end.
     pub fn drifts(&self) -> Result<BTreeMap<String, DriftRecord>, StoreError> {
         read_all(&self.read()?, DRIFTS, &self.path)
+    }
+
+    /// Every node's open agent channel.
+    pub fn agents(&self) -> Result<BTreeMap<String, AgentRecord>, StoreError> {
+        read_all(&self.read()?, AGENTS, &self.path)
     }
 
     /// The whole history, oldest first.

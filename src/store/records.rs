@@ -189,6 +189,38 @@ pub struct DriftRecord {
     pub enforce_failure: Option<String>,
 }
 
+/// A node's agent channel (table `AGENTS`): opened for one boot of its
+/// deploy ramdisk, closed when the agent is powered off or the deploy ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub uuid: String,
+    /// The MAC addresses the agent's lookup may name (the node's ports).
+    pub macs: Vec<String>,
+    /// Which boot of the ramdisk this is: counted by every opening.
+    pub boot: u64,
+    /// RFC 3339: when this boot's channel opened.
+    pub opened_at: String,
+    /// What the lookup answers as the node's `properties` and
+    /// `instance_info` (root device hints, the image).
+    #[serde(default)]
+    pub properties: serde_json::Value,
+    #[serde(default)]
+    pub instance_info: serde_json::Value,
+    /// Hex SHA-256 of the token handed out at this boot's first lookup;
+    /// the token is kept in memory only.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub token_issued_at: Option<String>,
+    /// Where the agent listens, from its first accepted heartbeat.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    #[serde(default)]
+    pub first_heartbeat_at: Option<String>,
+}
+
 /// A run's operations as one JSON array, encoded once and shared by every
 /// journal write of the run (one before and one after each operation), so
 /// a write costs a copy of the text, not a deep copy of parsed values.

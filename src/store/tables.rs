@@ -48,3 +48,11 @@ pub const DECLARATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("dec
 /// JSON [`super::records::DriftRecord`]. Created by its first write: a file
 /// without it has no drift recorded.
 pub const DRIFTS: TableDefinition<&str, &[u8]> = TableDefinition::new("drifts");
+
+/// The agent channel of each node whose deploy ramdisk rivet is waiting
+/// for or talking to (Ironic's `wait call-back` and the agent's deploy
+/// steps), so a restarted conductor still answers its agent's heartbeats.
+/// Key: node name. Value: JSON [`super::records::AgentRecord`]; the agent
+/// token itself is never stored, only its SHA-256 digest. Created by its
+/// first write: a file without it has no channel open.
+pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");

@@ -127,7 +127,11 @@ async fn pass(dir: &Path, store: &Arc<Store>, permits: Arc<dyn Permits>) -> Pass
     let registry = Arc::new(context::registry(&fleet, false));
     let journal = rivet::reconcile::journal::Journal::start(Arc::clone(store));
     let locks = Arc::new(rivet::reconcile::locks::LocalLocks::default());
-    let mut ctx = context::with(fleet, registry, journal, locks);
+    let agents = Arc::new(rivet::reconcile::agent::Agents::empty(
+        Arc::clone(store),
+        fleet.conductor.agent_heartbeat_timeout,
+    ));
+    let mut ctx = context::with(fleet, registry, journal, locks, agents);
     let only: &mut Ctx = Arc::get_mut(&mut ctx).expect("nothing else holds the context yet");
     only.permits = permits;
     let options = PassOptions {

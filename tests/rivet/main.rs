@@ -1,6 +1,7 @@
 //! rivet's integration tests: one binary, a module per feature.
 
 mod agent_client;
+mod agent_deploy;
 mod api;
 mod api_baremetal;
 mod api_baremetal_resources;

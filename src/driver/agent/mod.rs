@@ -32,6 +32,9 @@ use crate::driver::{DriverError, fence};
 /// gigabyte of memory.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// How history names the calls made to an agent.
+pub const PROTOCOL: &str = "agent";
+
 /// How long a TCP connection to an agent may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

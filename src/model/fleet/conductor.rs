@@ -34,6 +34,10 @@ pub struct Conductor {
     pub operation_timeout: Duration,
     /// The total deadline of one deploy step.
     pub deploy_step_timeout: Duration,
+    /// How long a deploy waits for its agent's first heartbeat.
+    pub deploy_callback_timeout: Duration,
+    /// The heartbeat timeout agents are told at lookup.
+    pub agent_heartbeat_timeout: Duration,
     /// Where fake-hardware BMCs keep their state and call log.
     pub fake_bmc_dir: PathBuf,
 }
@@ -120,6 +124,8 @@ impl Builder {
             history_cleanup_interval: Duration::from_secs(3600),
             operation_timeout: Duration::from_secs(300),
             deploy_step_timeout: Duration::from_secs(1800),
+            deploy_callback_timeout: Duration::from_secs(1800),
+            agent_heartbeat_timeout: Duration::from_secs(60),
         };
         // Only rivet.toml has a [conductor]; without the file there is nothing to check.
         let Some(file) = file else {
@@ -224,6 +230,20 @@ impl Builder {
                 "`30m` or `2h`",
                 "; zero would fail every deploy step",
                 &mut conductor.deploy_step_timeout,
+            ),
+            (
+                &decl.deploy_callback_timeout,
+                "deploy_callback_timeout",
+                "`30m` or `10m`",
+                "; zero would fail every agent deploy before its agent could call back",
+                &mut conductor.deploy_callback_timeout,
+            ),
+            (
+                &decl.agent_heartbeat_timeout,
+                "agent_heartbeat_timeout",
+                "`60s` or `5m`",
+                "; agents need a positive heartbeat timeout",
+                &mut conductor.agent_heartbeat_timeout,
             ),
         ];
         for (value, key, examples, zero_help, target) in positive {

@@ -1,0 +1,634 @@
+//! Ironic's `direct` deploy end to end, with the real ironic-python-agent
+//! 13.0.0 as each node's booted deploy ramdisk (`tests/testbeds/ipa/`):
+//! fake-hardware power and boot, the boot simulator (`RamdiskBoots`)
+//! starting a bed when rivet powers a node on into its network boot, the
+//! agent looking itself up and heartbeating at rivet's agent channel, and
+//! rivet driving its commands until the image is on the bed's loop device.
+//!
+//! They need root, loop devices and `.venv-ipa` (`scripts/test` installs
+//! it); without them they fail with how to get them, unless
+//! `RIVET_SKIP_EMULATORS=1` is set: then they say they were skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rivet::store::Store;
+use rivet::store::records::{Event, NodeRecord, Outcome};
+
+use crate::daemon_process::DaemonProcess;
+use crate::image_server::ImageServer;
+use crate::ipa_bed::{self, BedSettings, Image, Images};
+use crate::ramdisk_boots::{RamdiskBoots, SimNode};
+use crate::support::TempFleet;
+
+const CANARY: &str = "canary-Pw-agent-5d1c0e77";
+const CANARY_ENV: &str = "RIVET_TEST_AGENT_CANARY";
+
+fn bed_can_run(test: &str) -> bool {
+    if crate::support::skip_emulator_test(test) {
+        return false;
+    }
+    ipa_bed::assert_installed();
+    true
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `direct` node of a test fleet.
+struct DirectNode {
+    name: &'static str,
+    mac: &'static str,
+    image_url: String,
+    disk_format: &'static str,
+    checksum: String,
+}
+
+fn rivet_toml(port: u16, callback_timeout: &str) -> String {
+    format!(
+        r#"[conductor]
+http = "127.0.0.1:{port}"
+fake_bmc_dir = "fake-bmc"
+deploy_callback_timeout = "{callback_timeout}"
+agent_heartbeat_timeout = "6s"
+
+[hardware]
+enabled_deploy_interfaces = ["direct", "fake"]
+"#
+    )
+}
+
+fn node_toml(node: &DirectNode) -> String {
+    format!(
+        r#"[[node]]
+name = "{name}"
+driver = "fake-hardware"
+deploy_interface = "direct"
+bmc = {{ address = "fake://{name}", username = "admin", password_env = "{CANARY_ENV}" }}
+deploy_kernel = "http://127.0.0.1:1/ipa.kernel"
+deploy_ramdisk = "http://127.0.0.1:1/ipa.initramfs"
+instance = {{ image = "{image}", checksum = "{checksum}", disk_format = "{format}" }}
+desired = {{ provision = "active" }}
+
+[[node.ports]]
+address = "{mac}"
+"#,
+        name = node.name,
+        image = node.image_url,
+        checksum = node.checksum,
+        format = node.disk_format,
+        mac = node.mac,
+    )
+}
+
+/// A fleet of `direct` nodes, the images, their server and the boot
+/// simulator, with rivet's API on a port of its own.
+struct Bed {
+    fleet: TempFleet,
+    port: u16,
+    images: Images,
+    server: ImageServer,
+    boots: Option<RamdiskBoots>,
+    _images_dir: tempfile::TempDir,
+}
+
+impl Bed {
+    fn new(
+        nodes: impl Fn(&Images, &ImageServer) -> Vec<DirectNode>,
+        callback_timeout: &str,
+        booted: &[&str],
+    ) -> Self {
+        let images_dir = tempfile::tempdir().unwrap();
+        let images = Images::make(images_dir.path());
+        let server = ImageServer::serve(&images.dir);
+        let port = free_port();
+        let nodes = nodes(&images, &server);
+        let toml = rivet_toml(port, callback_timeout);
+        let text: String = nodes.iter().map(node_toml).collect::<Vec<_>>().join("\n");
+        let fleet = TempFleet::new(&[
+            ("rivet.toml", toml.as_str()),
+            ("nodes/direct.toml", text.as_str()),
+        ]);
+        let sims = nodes
+            .iter()
+            .filter(|n| booted.contains(&n.name))
+            .map(|n| SimNode {
+                node_name: n.name.to_string(),
+                bmc_host: n.name.to_string(),
+                mac: n.mac.to_string(),
+                run_root: fleet.path().join("beds").join(n.name),
+            })
+            .collect();
+        let settings = BedSettings {
+            lookup_timeout: Some(Duration::from_secs(90)),
+            power_off_delay: Some(Duration::from_millis(500)),
+            ..BedSettings::default()
+        };
+        std::fs::create_dir_all(fleet.path().join("fake-bmc")).unwrap();
+        let boots = RamdiskBoots::watch_with(
+            &fleet.path().join("fake-bmc"),
+            &format!("http://127.0.0.1:{port}"),
+            sims,
+            settings,
+        );
+        Self {
+            fleet,
+            port,
+            images,
+            server,
+            boots: Some(boots),
+            _images_dir: images_dir,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.fleet.path()
+    }
+
+    fn boots(&self) -> &RamdiskBoots {
+        self.boots.as_ref().unwrap()
+    }
+
+    fn rivet(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rivet"));
+        command
+            .current_dir(self.dir())
+            .env(CANARY_ENV, CANARY)
+            .env("RIVET_LOG", "rivet=debug")
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    fn reconcile(&self) -> Output {
+        self.rivet()
+            .arg("reconcile")
+            .arg(self.dir())
+            .output()
+            .unwrap()
+    }
+
+    fn spawn_reconcile(&self) -> Child {
+        self.rivet()
+            .arg("reconcile")
+            .arg(self.dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir().join(".rivet/state.redb")
+    }
+
+    fn record(&self, node: &str) -> NodeRecord {
+        Store::open(&self.state())
+            .unwrap()
+            .node(node)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn history(&self, node: &str) -> Vec<Event> {
+        Store::open(&self.state())
+            .unwrap()
+            .history()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.node == node)
+            .collect()
+    }
+
+    /// The agent log of a node's last ramdisk.
+    fn agent_log(&self, node: &str) -> String {
+        let bed = self.boots().last_bed(node).expect("a ramdisk booted");
+        std::fs::read_to_string(&bed.log).unwrap_or_default()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn image_bytes(image: &Image) -> Vec<u8> {
+    std::fs::read(&image.path).unwrap()
+}
+
+/// The disk holds `image` from its first byte, then zeros.
+fn assert_disk_holds(disk: &[u8], image: &[u8], node: &str) {
+    assert!(
+        disk.len() >= image.len(),
+        "{node}: disk smaller than the image"
+    );
+    assert!(
+        disk[..image.len()] == *image,
+        "{node}: the disk does not start with the image"
+    );
+    assert!(
+        disk[image.len()..].iter().all(|b| *b == 0),
+        "{node}: the disk has bytes beyond the image"
+    );
+}
+
+/// How often the agent ran the write_image step in its log.
+fn write_image_runs(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("execute_deploy_step") && l.contains("Executing command"))
+        .count()
+}
+
+fn succeeded(history: &[Event], action: &str) -> Vec<Event> {
+    history
+        .iter()
+        .filter(|e| e.action == action && e.outcome == Outcome::Succeeded)
+        .cloned()
+        .collect()
+}
+
+/// Wait until `done` holds, polling every 50 ms, failing after `within`.
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn three_nodes(images: &Images, server: &ImageServer) -> Vec<DirectNode> {
+    vec![
+        DirectNode {
+            name: "mbr",
+            mac: "52:54:00:d1:00:01",
+            image_url: server.url(images.mbr_raw.name()),
+            disk_format: "raw",
+            checksum: format!("sha256:{}", images.mbr_raw.sha256),
+        },
+        DirectNode {
+            name: "gpt",
+            mac: "52:54:00:d1:00:02",
+            image_url: server.url(images.gpt_raw.name()),
+            disk_format: "raw",
+            checksum: format!("sha256:{}", images.gpt_raw.sha256.to_uppercase()),
+        },
+        DirectNode {
+            name: "qcow",
+            mac: "52:54:00:d1:00:03",
+            image_url: server.url(images.mbr_qcow2.name()),
+            disk_format: "qcow2",
+            checksum: format!("sha256:{}", images.mbr_qcow2.sha256),
+        },
+    ]
+}
+
+/// Every file under `dir`, as raw bytes, has none of `needles`.
+fn assert_no_file_holds(dir: &Path, needles: &[&str]) {
+    for entry in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap_or_default();
+        for needle in needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds a secret",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+#[test]
+fn three_direct_nodes_converge_to_active_with_their_images_on_disk() {
+    if !bed_can_run("an ironic-python-agent deploy test") {
+        return;
+    }
+    let bed = Bed::new(three_nodes, "120s", &["mbr", "gpt", "qcow"]);
+    let plan = bed
+        .rivet()
+        .args(["reconcile", "--dry-run"])
+        .arg(bed.dir())
+        .output()
+        .unwrap();
+    let plan_text = text(&plan.stdout);
+    assert!(plan.status.success(), "{plan_text}{}", text(&plan.stderr));
+    let write = plan_text.find("deploy.write_image").expect(&plan_text);
+    let prepare = plan_text
+        .find("deploy.prepare_instance_boot")
+        .expect(&plan_text);
+    assert!(
+        write < prepare,
+        "the agent's step runs before prepare_instance_boot: {plan_text}"
+    );
+    assert!(
+        plan_text.contains("agent"),
+        "the agent's step is marked: {plan_text}"
+    );
+
+    let started = Instant::now();
+    let out = bed.reconcile();
+    let stderr = text(&out.stderr);
+    assert!(
+        out.status.success(),
+        "reconcile failed:\n{}\n{stderr}",
+        text(&out.stdout)
+    );
+    eprintln!("three direct deploys took {:?}", started.elapsed());
+
+    for node in ["mbr", "gpt", "qcow"] {
+        let record = bed.record(node);
+        assert_eq!(
+            record.provision_state.as_str(),
+            "active",
+            "{node}: {record:?}"
+        );
+        assert_eq!(record.last_error, None);
+        let history = bed.history(node);
+        for action in [
+            "wait call-back",
+            "deploy.write_image (agent)",
+            "agent standby.get_partition_uuids",
+            "agent standby.power_off",
+        ] {
+            let done = succeeded(&history, action);
+            assert_eq!(done.len(), 1, "{node}: {action} once in {history:#?}");
+            assert!(
+                done[0].duration_ms.is_some(),
+                "{node}: {action} has a duration"
+            );
+        }
+        assert_eq!(
+            write_image_runs(&bed.agent_log(node)),
+            1,
+            "{node}: write_image ran once"
+        );
+        // The ramdisk booted once, then the instance from disk (the
+        // simulator may still be reading the BMC's last calls).
+        let boots = bed
+            .boots()
+            .wait_for(node, "the instance boot", Duration::from_secs(30), |b| {
+                b.len() >= 2 && b[0].ended.is_some()
+            });
+        assert_eq!(boots.len(), 2, "{node}: {boots:#?}");
+        assert!(boots[0].bed().is_some());
+        assert_eq!(boots[1].device, Some(rivet::vocab::BootDevice::Disk));
+    }
+    let mbr = image_bytes(&bed.images.mbr_raw);
+    assert_disk_holds(&bed.boots().disk("mbr").unwrap(), &mbr, "mbr");
+    // qcow2 is converted: the disk holds the raw image it came from.
+    assert_disk_holds(&bed.boots().disk("qcow").unwrap(), &mbr, "qcow");
+    // GPT: the agent moves the backup table to the disk's end; the
+    // partition table entries and the partition are the image's.
+    let gpt = image_bytes(&bed.images.gpt_raw);
+    let disk = bed.boots().disk("gpt").unwrap();
+    let (from, to) = (2 * 512, gpt.len() - 33 * 512);
+    assert!(
+        disk[from..to] == gpt[from..to],
+        "gpt: the partition content is the image's"
+    );
+    let uuids = succeeded(&bed.history("mbr"), "agent standby.get_partition_uuids");
+    assert!(
+        uuids[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("0x52495654"),
+        "the MBR disk id is read back: {:?}",
+        uuids[0].detail
+    );
+    for image in [
+        &bed.images.mbr_raw,
+        &bed.images.gpt_raw,
+        &bed.images.mbr_qcow2,
+    ] {
+        assert_eq!(
+            bed.server.downloads(image.name()),
+            1,
+            "{} downloaded once",
+            image.name()
+        );
+    }
+
+    let check = bed
+        .rivet()
+        .args(["reconcile", "--dry-run", "--detailed-exitcode"])
+        .arg(bed.dir())
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
+    assert!(!stderr.contains(CANARY) && !text(&out.stdout).contains(CANARY));
+    assert_no_file_holds(&bed.dir().join(".rivet"), &[CANARY]);
+}
+
+#[test]
+fn a_wrong_checksum_fails_the_deploy_with_the_agents_message() {
+    if !bed_can_run("an ironic-python-agent deploy test") {
+        return;
+    }
+    let bed = Bed::new(
+        |images, server| {
+            vec![DirectNode {
+                name: "wrong",
+                mac: "52:54:00:d2:00:01",
+                image_url: server.url(images.mbr_raw.name()),
+                disk_format: "raw",
+                checksum: format!("sha256:{}", images.gpt_raw.sha256),
+            }]
+        },
+        "120s",
+        &["wrong"],
+    );
+    let out = bed.reconcile();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let record = bed.record("wrong");
+    assert_eq!(record.provision_state.as_str(), "deploy failed");
+    let error = record.last_error.unwrap_or_default();
+    assert!(error.contains("deploy.write_image"), "{error}");
+    assert!(
+        error.contains("ImageChecksumError") || error.to_lowercase().contains("checksum"),
+        "{error}"
+    );
+    assert!(!bed.dir().join(".rivet").join("agents").exists());
+    // The channel is closed: the agent may not call back into another run.
+    let store = Store::open(&bed.state()).unwrap();
+    assert!(store.agents().unwrap().is_empty());
+}
+
+#[test]
+fn an_agent_that_never_calls_back_fails_the_deploy_after_the_callback_timeout() {
+    if !bed_can_run("an ironic-python-agent deploy test") {
+        return;
+    }
+    // No ramdisk boots for this node: the test plays a confused agent.
+    let bed = Bed::new(
+        |images, server| {
+            vec![DirectNode {
+                name: "silent",
+                mac: "52:54:00:d3:00:01",
+                image_url: server.url(images.mbr_raw.name()),
+                disk_format: "raw",
+                checksum: format!("sha256:{}", images.mbr_raw.sha256),
+            }]
+        },
+        "8s",
+        &[],
+    );
+    let daemon = DaemonProcess::start_with(
+        bed.dir(),
+        "rivet=debug",
+        &[(CANARY_ENV, CANARY)],
+        &[],
+        Duration::from_secs(30),
+    );
+    let api = format!("http://127.0.0.1:{}", bed.port);
+    let http = reqwest::blocking::Client::new();
+    let node = |field: &str| -> serde_json::Value {
+        let doc: serde_json::Value = http
+            .get(format!("{api}/v1/nodes/silent"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        doc[field].clone()
+    };
+    wait_until(
+        "the node waits for its agent",
+        Duration::from_secs(30),
+        || node("provision_state") == "wait call-back",
+    );
+    assert_eq!(node("deploy_step")["step"], "deploy");
+    assert_eq!(node("target_provision_state"), "active");
+
+    let lookup = |query: &str| http.get(format!("{api}/v1/lookup?{query}")).send().unwrap();
+    assert_eq!(
+        lookup("addresses=52:54:00:ff:ff:ff").status(),
+        404,
+        "an unknown MAC"
+    );
+    let first: serde_json::Value = lookup("addresses=52:54:00:D3:00:01").json().unwrap();
+    let token = first["config"]["agent_token"].as_str().unwrap().to_string();
+    assert!(
+        token.len() >= 32 && token != "******",
+        "a token on the first lookup"
+    );
+    let second: serde_json::Value = lookup("addresses=52:54:00:d3:00:01").json().unwrap();
+    assert_eq!(second["config"]["agent_token"], "******");
+    let uuid = first["node"]["uuid"].as_str().unwrap().to_string();
+    let wrong = "wrong-token-0123456789abcdef0123456789";
+    let beat = http
+        .post(format!("{api}/v1/heartbeat/{uuid}"))
+        .json(&serde_json::json!({"callback_url": "http://127.0.0.1:9", "agent_token": wrong, "agent_version": "13.0.0"}))
+        .send()
+        .unwrap();
+    assert_eq!(beat.status(), 400);
+
+    wait_until("the deploy fails", Duration::from_secs(40), || {
+        node("provision_state") == "deploy failed"
+    });
+    let error = node("last_error");
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("no agent called back within 8s"),
+        "{error}"
+    );
+    let logs = daemon.stop().join("\n");
+    assert!(logs.contains("heartbeat refused"), "the refusal is logged");
+    for secret in [&token, wrong, CANARY] {
+        assert!(!logs.contains(secret), "a secret in the logs");
+    }
+    assert_no_file_holds(&bed.dir().join(".rivet"), &[&token, CANARY]);
+}
+
+/// Kill -9 `rivet reconcile` once `ready` holds, run it again, and check
+/// the deploy completes with write_image run once.
+fn killed_and_resumed(ready: impl Fn(&Bed) -> bool, what: &str, resumed_at: &str) {
+    let bed = Bed::new(
+        |images, server| {
+            vec![DirectNode {
+                name: "crash",
+                mac: "52:54:00:d4:00:01",
+                image_url: server.url(images.mbr_raw.name()),
+                disk_format: "raw",
+                checksum: format!("sha256:{}", images.mbr_raw.sha256),
+            }]
+        },
+        "120s",
+        &["crash"],
+    );
+    let mut child = bed.spawn_reconcile();
+    wait_until(what, Duration::from_secs(60), || ready(&bed));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let out = bed.reconcile();
+    assert!(
+        out.status.success(),
+        "the resumed reconcile: {}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(bed.record("crash").provision_state.as_str(), "active");
+    assert_eq!(
+        write_image_runs(&bed.agent_log("crash")),
+        1,
+        "write_image ran once"
+    );
+    let boots = bed
+        .boots()
+        .wait_for("crash", "the instance boot", Duration::from_secs(30), |b| {
+            b.last()
+                .is_some_and(|last| last.device == Some(rivet::vocab::BootDevice::Disk))
+        });
+    let ramdisks = boots.iter().filter(|b| b.bed().is_some()).count();
+    assert_eq!(ramdisks, 1, "the ramdisk booted once");
+    assert_disk_holds(
+        &bed.boots().disk("crash").unwrap(),
+        &image_bytes(&bed.images.mbr_raw),
+        "crash",
+    );
+    let history = bed.history("crash");
+    let resumed: Vec<&str> = history
+        .iter()
+        .filter(|e| e.outcome == Outcome::Resumed)
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(resumed, [resumed_at], "{history:#?}");
+}
+
+#[test]
+fn a_reconcile_killed_in_deploy_wait_resumes_and_completes() {
+    if !bed_can_run("an ironic-python-agent deploy test") {
+        return;
+    }
+    // Killed as soon as the node powers on into its ramdisk: the agent
+    // comes up while no rivet listens, and looks up until one does.
+    killed_and_resumed(
+        |bed| !bed.boots().boots("crash").is_empty(),
+        "the node powers on into its ramdisk",
+        "wait call-back",
+    );
+}
+
+#[test]
+fn a_reconcile_killed_while_the_image_is_written_resumes_and_writes_it_once() {
+    if !bed_can_run("an ironic-python-agent deploy test") {
+        return;
+    }
+    killed_and_resumed(
+        |bed| {
+            bed.boots().last_bed("crash").is_some()
+                && write_image_runs(&bed.agent_log("crash")) == 1
+        },
+        "the agent writes the image",
+        "deploy.write_image (agent)",
+    );
+}
