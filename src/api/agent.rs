@@ -31,15 +31,22 @@ where
 }
 
 /// The agent channel alone, with the version document the agent reads
-/// first: what `rivet reconcile` serves while a deploy waits for agents.
+/// first: what `rivet reconcile` serves while a deploy waits for agents,
+/// within the API's default body limit and request timeout.
 pub fn router(agents: Arc<Agents>) -> Router {
     Router::new()
         .route("/", get(super::version::root))
         .merge(routes::<Arc<Agents>>())
         .fallback(|| async { ApiError::PathNotFound })
         .with_state(agents)
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            super::ApiOptions::default().body_limit,
+        ))
         .layer(axum::middleware::from_fn(super::version::headers))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            super::ApiOptions::default().request_timeout,
+        ))
 }
 
 fn refused(refusal: Refusal) -> ApiError {

@@ -506,6 +506,26 @@ fn an_agent_that_never_calls_back_fails_the_deploy_after_the_callback_timeout() 
     );
     assert_eq!(node("deploy_step")["step"], "deploy");
     assert_eq!(node("target_provision_state"), "active");
+    if let Some(program) = crate::api_baremetal::baremetal() {
+        let cli = crate::api_baremetal::Cli {
+            program,
+            url: api.clone(),
+        };
+        let shown: serde_json::Value = serde_json::from_str(&cli.ok(&[
+            "node",
+            "show",
+            "silent",
+            "-f",
+            "json",
+            "-c",
+            "provision_state",
+            "-c",
+            "deploy_step",
+        ]))
+        .unwrap();
+        assert_eq!(shown["provision_state"], "wait call-back", "{shown}");
+        assert_eq!(shown["deploy_step"]["step"], "deploy", "{shown}");
+    }
 
     let lookup = |query: &str| http.get(format!("{api}/v1/lookup?{query}")).send().unwrap();
     assert_eq!(
