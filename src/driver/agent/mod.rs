@@ -64,6 +64,8 @@ const POOL_IDLE: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
+    /// [`LONG_POLL`] but in tests.
+    long_poll: Duration,
 }
 
 impl AgentClient {
@@ -80,7 +82,10 @@ impl AgentClient {
                     e.without_url()
                 ))
             })?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            long_poll: LONG_POLL,
+        })
     }
 
     /// `POST {callback_url}/v1/commands/?agent_token=T&wait=true|false`
@@ -137,7 +142,7 @@ impl AgentClient {
                 return Err(still_running(conn, id, within, last_seen.as_ref()));
             }
             let wait = abandoned < ABANDONED_WAITS;
-            let bound = if wait { LONG_POLL } else { READ_TIMEOUT }.min(left);
+            let bound = if wait { self.long_poll } else { READ_TIMEOUT }.min(left);
             let url = with_query(
                 conn,
                 conn.commands_url(Some(id)),
@@ -381,7 +386,47 @@ fn secrets(conn: &AgentConn) -> Secrets {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    #[tokio::test]
+    async fn after_three_abandoned_waits_a_command_is_polled_without_wait() {
+        // An agent whose command outlasts every wait: it answers only polls
+        // without `wait`, and those say the command is done.
+        let waits = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&waits);
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let wait = uri.query().unwrap_or("").contains("wait=true");
+                seen.lock().unwrap().push(wait);
+                if wait {
+                    std::future::pending::<()>().await;
+                }
+                axum::Json(json!({"id": "c1", "command_name": "execute_deploy_step",
+                                  "command_status": "SUCCEEDED", "command_result": {},
+                                  "command_error": null}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let conn = AgentConn::new(
+            "n1",
+            &format!("http://{addr}"),
+            AgentToken::new("t".repeat(32)),
+        )
+        .unwrap();
+        let mut client = AgentClient::new().unwrap();
+        client.long_poll = Duration::from_millis(200);
+        let done = client
+            .follow(&conn, "c1", Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(done.status, CommandStatus::Succeeded);
+        assert_eq!(*waits.lock().unwrap(), [true, true, true, false]);
+    }
 
     #[test]
     fn the_query_carries_the_token_encoded_and_messages_never_do() {
