@@ -441,6 +441,8 @@ impl RootDeviceDecl {
 }
 
 /// A root device `size` hint as written: GiB, or an expression with them.
+// Deserialized by hand, so that a wrong type says what a size is;
+// `untagged` is for the schema (an integer or a string).
 #[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(untagged)]
 pub enum SizeHint {

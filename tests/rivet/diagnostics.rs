@@ -302,7 +302,8 @@ fn ports_keep_macs_in_lower_case_with_derived_uuids() {
 /// missed it: an escaped key, typo keys, a syntax error on the secret's
 /// line, an escaped `@`, a `?token=` and escapes before the user-info; and
 /// those that put one in `[cluster]`: a `password`, a URL's user-info, a
-/// `password_env`. With the file that holds it.
+/// `password_env`; and the agent's ramdisk URLs of a hardware type. With
+/// the file that holds it.
 const HIDDEN_SECRETS: &[(&str, &str)] = &[
     ("secret_escaped_key", "nodes/a.toml"),
     ("secret_typo_keys", "nodes/a.toml"),
@@ -314,6 +315,7 @@ const HIDDEN_SECRETS: &[(&str, &str)] = &[
     ("cluster_literal_password", "rivet.toml"),
     ("cluster_credentials_in_url", "rivet.toml"),
     ("cluster_secret_in_password_env", "rivet.toml"),
+    ("deploy_ramdisk_bad_url", "drivers/acme.toml"),
 ];
 
 #[test]

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::{Builder, loc};
-use crate::config::raw::NodeDecl;
+use crate::config::raw::{HardwareTypeDecl, NodeDecl};
 use crate::config::secret::url_secrets;
 use crate::config::spanned::Sp;
 use crate::diag::{Loc, Problem, SourceFile};
@@ -32,7 +32,7 @@ impl<'a> RamdiskKeys<'a> {
         }
     }
 
-    pub fn of_type(decl: &'a crate::config::raw::HardwareTypeDecl) -> Self {
+    pub fn of_type(decl: &'a HardwareTypeDecl) -> Self {
         Self {
             kernel: decl.deploy_kernel.as_ref(),
             ramdisk: decl.deploy_ramdisk.as_ref(),
