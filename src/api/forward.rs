@@ -33,6 +33,9 @@ enum OwnerPart {
     States,
     History,
     Passthru,
+    /// The agent channel: its lookups and heartbeats go to the conductor
+    /// whose deploy opened it, the node's owner.
+    Agent,
 }
 
 /// `/v1/nodes/{id}/states…`, `/history…`, `/vendor_passthru…` → (id, part).
@@ -50,6 +53,29 @@ fn owner_part(path: &str) -> Option<(&str, OwnerPart)> {
     Some((id, part))
 }
 
+/// The node an agent's lookup (by `node_uuid`, else the first MAC of
+/// `addresses` that a port has) or heartbeat names, by name or UUID.
+fn agent_node(index: &super::index::NodeIndex, path: &str, query: Option<&str>) -> Option<String> {
+    if let Some(id) = path.strip_prefix("/v1/heartbeat/") {
+        return Some(id.to_ascii_lowercase());
+    }
+    if path != "/v1/lookup" {
+        return None;
+    }
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query?.as_bytes())
+        .into_owned()
+        .collect();
+    if let Some((_, uuid)) = pairs.iter().find(|(k, v)| k == "node_uuid" && !v.is_empty()) {
+        return Some(uuid.to_ascii_lowercase());
+    }
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "addresses")
+        .flat_map(|(_, v)| v.split(','))
+        .find_map(|mac| index.ports.by_address(mac.trim()))
+        .map(|port| index.entries[index.ports.ports[port].node].uuid.clone())
+}
+
 /// The middleware: serve here, forward to the owner, or (passthru of a node
 /// no live conductor owns) answer 503.
 pub async fn to_owner(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -59,10 +85,16 @@ pub async fn to_owner(State(state): State<ApiState>, request: Request, next: Nex
     if request.headers().contains_key(FORWARDED_BY) {
         return next.run(request).await;
     }
-    let Some((id, part)) = owner_part(request.uri().path()) else {
-        return next.run(request).await;
+    let index = state.index();
+    let path = request.uri().path();
+    let (id, part) = match owner_part(path) {
+        Some((id, part)) => (id.to_string(), part),
+        None => match agent_node(&index, path, request.uri().query()) {
+            Some(id) => (id, OwnerPart::Agent),
+            None => return next.run(request).await,
+        },
     };
-    let (name, uuid) = match state.index().find(id) {
+    let (name, uuid) = match index.find(&id) {
         Some(entry) => (entry.name.clone(), entry.uuid.clone()),
         None => return next.run(request).await,
     };
