@@ -65,7 +65,10 @@ fn agent_node(index: &super::index::NodeIndex, path: &str, query: Option<&str>) 
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query?.as_bytes())
         .into_owned()
         .collect();
-    if let Some((_, uuid)) = pairs.iter().find(|(k, v)| k == "node_uuid" && !v.is_empty()) {
+    if let Some((_, uuid)) = pairs
+        .iter()
+        .find(|(k, v)| k == "node_uuid" && !v.is_empty())
+    {
         return Some(uuid.to_ascii_lowercase());
     }
     pairs
