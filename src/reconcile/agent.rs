@@ -447,6 +447,12 @@ mod tests {
             .unwrap();
     }
 
+    /// The token the first lookup of this boot hands out.
+    async fn first_token(agents: &Agents) -> String {
+        let found = agents.lookup(&[MAC.into()], None).await.unwrap();
+        found.token.expect("the first lookup").expose().to_string()
+    }
+
     fn beat(token: &str, url: &str) -> Heartbeat {
         Heartbeat {
             callback_url: Some(url.into()),
@@ -480,13 +486,7 @@ mod tests {
     async fn a_heartbeat_needs_this_boots_token_and_keeps_one_callback_url() {
         let (_dir, agents) = agents();
         open(&agents).await;
-        let token = agents
-            .lookup(&[MAC.into()], None)
-            .await
-            .unwrap()
-            .token
-            .unwrap();
-        let token = token.expose().to_string();
+        let token = first_token(&agents).await;
         let wrong = agents
             .heartbeat(UUID, beat("not-the-token", "http://127.0.0.1:9999"))
             .await;
@@ -523,13 +523,7 @@ mod tests {
             let store = Arc::new(Store::open(&path).unwrap());
             let agents = Agents::load(store, Duration::from_secs(60)).unwrap();
             open(&agents).await;
-            let token = agents
-                .lookup(&[MAC.into()], None)
-                .await
-                .unwrap()
-                .token
-                .unwrap();
-            token.expose().to_string()
+            first_token(&agents).await
         };
         let bytes = std::fs::read(&path).unwrap();
         assert!(

@@ -260,6 +260,24 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A fleet of one raw node, `name` with `mac`, whose image is the MBR one
+/// and whose checksum is `checksum`'s.
+fn one_raw_node(
+    name: &'static str,
+    mac: &'static str,
+    checksum: fn(&Images) -> &Image,
+) -> impl Fn(&Images, &ImageServer) -> Vec<DirectNode> {
+    move |images, server| {
+        vec![DirectNode {
+            name,
+            mac,
+            image_url: server.url(images.mbr_raw.name()),
+            disk_format: "raw",
+            checksum: format!("sha256:{}", checksum(images).sha256),
+        }]
+    }
+}
+
 fn three_nodes(images: &Images, server: &ImageServer) -> Vec<DirectNode> {
     vec![
         DirectNode {
@@ -434,15 +452,7 @@ fn a_wrong_checksum_fails_the_deploy_with_the_agents_message() {
         return;
     }
     let bed = Bed::new(
-        |images, server| {
-            vec![DirectNode {
-                name: "wrong",
-                mac: "52:54:00:d2:00:01",
-                image_url: server.url(images.mbr_raw.name()),
-                disk_format: "raw",
-                checksum: format!("sha256:{}", images.gpt_raw.sha256),
-            }]
-        },
+        one_raw_node("wrong", "52:54:00:d2:00:01", |i| &i.gpt_raw),
         "120s",
         &["wrong"],
     );
@@ -453,10 +463,9 @@ fn a_wrong_checksum_fails_the_deploy_with_the_agents_message() {
     let error = record.last_error.unwrap_or_default();
     assert!(error.contains("deploy.write_image"), "{error}");
     assert!(
-        error.contains("ImageChecksumError") || error.to_lowercase().contains("checksum"),
-        "{error}"
+        error.contains("ImageChecksumError"),
+        "the agent's message: {error}"
     );
-    assert!(!bed.dir().join(".rivet").join("agents").exists());
     // The channel is closed: the agent may not call back into another run.
     let store = Store::open(&bed.state()).unwrap();
     assert!(store.agents().unwrap().is_empty());
@@ -469,15 +478,7 @@ fn an_agent_that_never_calls_back_fails_the_deploy_after_the_callback_timeout() 
     }
     // No ramdisk boots for this node: the test plays a confused agent.
     let bed = Bed::new(
-        |images, server| {
-            vec![DirectNode {
-                name: "silent",
-                mac: "52:54:00:d3:00:01",
-                image_url: server.url(images.mbr_raw.name()),
-                disk_format: "raw",
-                checksum: format!("sha256:{}", images.mbr_raw.sha256),
-            }]
-        },
+        one_raw_node("silent", "52:54:00:d3:00:01", |i| &i.mbr_raw),
         "8s",
         &[],
     );
@@ -573,15 +574,7 @@ fn an_agent_that_never_calls_back_fails_the_deploy_after_the_callback_timeout() 
 /// the deploy completes with write_image run once.
 fn killed_and_resumed(ready: impl Fn(&Bed) -> bool, what: &str, resumed_at: &str) {
     let bed = Bed::new(
-        |images, server| {
-            vec![DirectNode {
-                name: "crash",
-                mac: "52:54:00:d4:00:01",
-                image_url: server.url(images.mbr_raw.name()),
-                disk_format: "raw",
-                checksum: format!("sha256:{}", images.mbr_raw.sha256),
-            }]
-        },
+        one_raw_node("crash", "52:54:00:d4:00:01", |i| &i.mbr_raw),
         "120s",
         &["crash"],
     );
