@@ -36,6 +36,12 @@ impl ImageServer {
     /// Serve the regular files directly in `dir` (no subdirectories) on a
     /// free port of 127.0.0.1.
     pub fn serve(dir: &Path) -> Self {
+        Self::serve_paced(dir, Duration::ZERO)
+    }
+
+    /// As `serve`, pausing `pace` after each 64 KiB of a body: a slow
+    /// network, so that a test can act while an image is being written.
+    pub fn serve_paced(dir: &Path, pace: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -50,7 +56,7 @@ impl ImageServer {
                     }
                     let Ok(stream) = stream else { continue };
                     let (dir, stop, served) = (dir.clone(), Arc::clone(&stop), Arc::clone(&served));
-                    std::thread::spawn(move || answer(stream, &dir, &stop, &served));
+                    std::thread::spawn(move || answer(stream, &dir, pace, &stop, &served));
                 }
             })
         };
@@ -110,7 +116,13 @@ fn file_in(dir: &Path, path: &str) -> Option<(String, PathBuf)> {
 }
 
 /// Answer one request on `stream`, then close it.
-fn answer(stream: TcpStream, dir: &Path, stop: &AtomicBool, served: &Mutex<Vec<Served>>) {
+fn answer(
+    stream: TcpStream,
+    dir: &Path,
+    pace: Duration,
+    stop: &AtomicBool,
+    served: &Mutex<Vec<Served>>,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
@@ -147,7 +159,7 @@ fn answer(stream: TcpStream, dir: &Path, stop: &AtomicBool, served: &Mutex<Vec<S
                      Content-Length: {length}\r\nConnection: close\r\n\r\n"
                 );
                 if stream.write_all(head.as_bytes()).is_ok() && method == "GET" {
-                    send(&mut body, &mut stream, stop);
+                    send(&mut body, &mut stream, pace, stop);
                 }
                 200
             }
@@ -165,8 +177,8 @@ fn answer(stream: TcpStream, dir: &Path, stop: &AtomicBool, served: &Mutex<Vec<S
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-/// Copy the body in chunks, giving up once the server stops.
-fn send(body: &mut std::fs::File, stream: &mut TcpStream, stop: &AtomicBool) {
+/// Copy the body in chunks, `pace` apart, giving up once the server stops.
+fn send(body: &mut std::fs::File, stream: &mut TcpStream, pace: Duration, stop: &AtomicBool) {
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -177,6 +189,9 @@ fn send(body: &mut std::fs::File, stream: &mut TcpStream, stop: &AtomicBool) {
             Ok(n) => {
                 if stream.write_all(&chunk[..n]).is_err() {
                     return;
+                }
+                if !pace.is_zero() {
+                    std::thread::sleep(pace);
                 }
             }
         }

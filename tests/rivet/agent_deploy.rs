@@ -104,9 +104,19 @@ impl Bed {
         callback_timeout: &str,
         booted: &[&str],
     ) -> Self {
+        Self::paced(nodes, callback_timeout, booted, Duration::ZERO)
+    }
+
+    /// With images served `pace` apart per 64 KiB.
+    fn paced(
+        nodes: impl Fn(&Images, &ImageServer) -> Vec<DirectNode>,
+        callback_timeout: &str,
+        booted: &[&str],
+        pace: Duration,
+    ) -> Self {
         let images_dir = tempfile::tempdir().unwrap();
         let images = Images::make(images_dir.path());
-        let server = ImageServer::serve(&images.dir);
+        let server = ImageServer::serve_paced(&images.dir, pace);
         let port = free_port();
         let nodes = nodes(&images, &server);
         let toml = rivet_toml(port, callback_timeout);
@@ -205,10 +215,12 @@ impl Bed {
             .collect()
     }
 
-    /// The agent log of a node's last ramdisk.
+    /// The agent log of a node's last ramdisk; empty before one is up.
     fn agent_log(&self, node: &str) -> String {
-        let bed = self.boots().last_bed(node).expect("a ramdisk booted");
-        std::fs::read_to_string(&bed.log).unwrap_or_default()
+        self.boots()
+            .last_bed(node)
+            .and_then(|bed| std::fs::read_to_string(&bed.log).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -572,16 +584,25 @@ fn an_agent_that_never_calls_back_fails_the_deploy_after_the_callback_timeout() 
 
 /// Kill -9 `rivet reconcile` once `ready` holds, run it again, and check
 /// the deploy completes with write_image run once.
-fn killed_and_resumed(ready: impl Fn(&Bed) -> bool, what: &str, resumed_at: &str) {
-    let bed = Bed::new(
+/// The image comes at about 3 s for 16 MiB, so the write is still running
+/// when the test kills rivet; `still` checks it was, right after the kill.
+fn killed_and_resumed(
+    ready: impl Fn(&Bed) -> bool,
+    what: &str,
+    still: impl Fn(&Bed) -> bool,
+    resumed_at: &str,
+) {
+    let bed = Bed::paced(
         one_raw_node("crash", "52:54:00:d4:00:01", |i| &i.mbr_raw),
         "120s",
         &["crash"],
+        Duration::from_millis(12),
     );
     let mut child = bed.spawn_reconcile();
     wait_until(what, Duration::from_secs(60), || ready(&bed));
     child.kill().unwrap();
     let _ = child.wait();
+    assert!(still(&bed), "killed too late: {what} was over");
     let out = bed.reconcile();
     assert!(
         out.status.success(),
@@ -627,6 +648,7 @@ fn a_reconcile_killed_in_deploy_wait_resumes_and_completes() {
     killed_and_resumed(
         |bed| !bed.boots().boots("crash").is_empty(),
         "the node powers on into its ramdisk",
+        |bed| write_image_runs(&bed.agent_log("crash")) == 0,
         "wait call-back",
     );
 }
@@ -642,6 +664,10 @@ fn a_reconcile_killed_while_the_image_is_written_resumes_and_writes_it_once() {
                 && write_image_runs(&bed.agent_log("crash")) == 1
         },
         "the agent writes the image",
+        |bed| {
+            !bed.agent_log("crash")
+                .contains("execute_deploy_step completed")
+        },
         "deploy.write_image (agent)",
     );
 }
