@@ -9,6 +9,10 @@
 //! for the long ones), so a deploy moves on the moment a command ends;
 //! heartbeats only say where the agent listens and that it lives.
 //!
+//! A deploy step the node asks for that the deploy interface does not
+//! declare runs in the agent (Ironic's in-band steps): it must be among the
+//! steps the agent lists, or the deploy fails before sending it.
+//!
 //! Crash safety: a run resumed at `AgentStep` waits for the agent's next
 //! heartbeat (which carries the token the restarted conductor no longer
 //! holds), then looks among the agent's commands for the step before it
@@ -177,6 +181,17 @@ pub async fn agent_step(
                 )
                 .await?;
             let steps = finished("step list", steps)?;
+            let offered = offered_steps(steps.result.as_ref(), interface);
+            if !offered.iter().any(|s| s == step) {
+                return Err(DriverError::fatal(format!(
+                    "the agent offers no deploy step `{what}` (it offers: {}): its ramdisk's hardware managers do not have it; remove the step, or boot a ramdisk whose managers offer it",
+                    if offered.is_empty() {
+                        "none".to_string()
+                    } else {
+                        offered.join(", ")
+                    }
+                )));
+            }
             let version = steps
                 .result
                 .as_ref()
@@ -201,6 +216,25 @@ pub async fn agent_step(
     let id = command.id.clone();
     finished(&what, command)?;
     Ok(format!("agent command {id}"))
+}
+
+/// The `interface` steps of `get_deploy_steps`'s answer, every hardware
+/// manager's: `{"deploy_steps": {"Manager": [{"step", "interface", …}]}}`.
+fn offered_steps(result: Option<&Value>, interface: InterfaceType) -> Vec<String> {
+    let mut names: Vec<String> = result
+        .and_then(|r| r.get("deploy_steps"))
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|managers| managers.values())
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter(|s| s.get("interface").and_then(Value::as_str) == Some(interface.as_str()))
+        .filter_map(|s| s.get("step").and_then(Value::as_str))
+        .map(|s| crate::driver::scrub::cut(s, 80).to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn is_deploy_step(command: &Command) -> bool {
@@ -243,4 +277,42 @@ pub async fn agent_command(ctx: &Ctx, node: &Node, command: &str) -> Result<Stri
         }
         _ => String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steps_an_agent_offers_are_every_managers_of_the_interface() {
+        let answer = json!({
+            "deploy_steps": {
+                "LoopbackHardwareManager": [
+                    {"step": "write_image", "priority": 0, "interface": "deploy", "reboot_requested": false}
+                ],
+                "VendorManager": [
+                    {"step": "apply_configuration", "priority": 0, "interface": "bios"},
+                    {"step": "write_image", "priority": 0, "interface": "deploy"},
+                    {"step": "erase_devices_metadata", "priority": 0, "interface": "deploy"}
+                ]
+            },
+            "hardware_manager_version": {"rivet_loopback": "1.0"}
+        });
+        assert_eq!(
+            offered_steps(Some(&answer), InterfaceType::Deploy),
+            ["erase_devices_metadata", "write_image"]
+        );
+        assert_eq!(
+            offered_steps(Some(&answer), InterfaceType::Bios),
+            ["apply_configuration"]
+        );
+        assert!(
+            offered_steps(
+                Some(&json!({"deploy_steps": "garbage"})),
+                InterfaceType::Deploy
+            )
+            .is_empty()
+        );
+        assert!(offered_steps(None, InterfaceType::Deploy).is_empty());
+    }
 }

@@ -48,6 +48,8 @@ struct DirectNode {
     image_url: String,
     disk_format: &'static str,
     checksum: String,
+    /// More TOML for the node, after its ports.
+    extra: &'static str,
 }
 
 fn rivet_toml(port: u16, callback_timeout: &str) -> String {
@@ -78,12 +80,13 @@ desired = {{ provision = "active" }}
 
 [[node.ports]]
 address = "{mac}"
-"#,
+{extra}"#,
         name = node.name,
         image = node.image_url,
         checksum = node.checksum,
         format = node.disk_format,
         mac = node.mac,
+        extra = node.extra,
     )
 }
 
@@ -286,6 +289,7 @@ fn one_raw_node(
             image_url: server.url(images.mbr_raw.name()),
             disk_format: "raw",
             checksum: format!("sha256:{}", checksum(images).sha256),
+            extra: "",
         }]
     }
 }
@@ -298,6 +302,7 @@ fn three_nodes(images: &Images, server: &ImageServer) -> Vec<DirectNode> {
             image_url: server.url(images.mbr_raw.name()),
             disk_format: "raw",
             checksum: format!("sha256:{}", images.mbr_raw.sha256),
+            extra: "",
         },
         DirectNode {
             name: "gpt",
@@ -305,6 +310,7 @@ fn three_nodes(images: &Images, server: &ImageServer) -> Vec<DirectNode> {
             image_url: server.url(images.gpt_raw.name()),
             disk_format: "raw",
             checksum: format!("sha256:{}", images.gpt_raw.sha256.to_uppercase()),
+            extra: "",
         },
         DirectNode {
             name: "qcow",
@@ -312,6 +318,7 @@ fn three_nodes(images: &Images, server: &ImageServer) -> Vec<DirectNode> {
             image_url: server.url(images.mbr_qcow2.name()),
             disk_format: "qcow2",
             checksum: format!("sha256:{}", images.mbr_qcow2.sha256),
+            extra: "",
         },
     ]
 }
@@ -669,5 +676,56 @@ fn a_reconcile_killed_while_the_image_is_written_resumes_and_writes_it_once() {
                 .contains("execute_deploy_step completed")
         },
         "deploy.write_image (agent)",
+    );
+}
+
+#[test]
+fn an_in_band_step_the_agent_does_not_offer_fails_the_deploy_before_the_image_is_written() {
+    if !bed_can_run("an ironic-python-agent deploy test") {
+        return;
+    }
+    let bed = Bed::new(
+        |images, server| {
+            let mut node =
+                one_raw_node("inband", "52:54:00:d5:00:01", |i| &i.mbr_raw)(images, server)
+                    .remove(0);
+            node.extra = "\n[[node.deploy_steps]]\ninterface = \"deploy\"\nstep = \"erase_devices_metadata\"\npriority = 90\n";
+            vec![node]
+        },
+        "120s",
+        &["inband"],
+    );
+    let plan = bed
+        .rivet()
+        .args(["reconcile", "--dry-run"])
+        .arg(bed.dir())
+        .output()
+        .unwrap();
+    let plan_text = text(&plan.stdout);
+    assert!(plan.status.success(), "{plan_text}{}", text(&plan.stderr));
+    let steps: Vec<&str> = plan_text
+        .lines()
+        .filter(|l| l.contains("priority"))
+        .map(str::trim)
+        .collect();
+    assert!(
+        steps[1].contains("deploy.erase_devices_metadata") && steps[1].ends_with("(by the agent)"),
+        "{plan_text}"
+    );
+    assert!(steps[2].contains("deploy.write_image"), "{plan_text}");
+
+    let out = bed.reconcile();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let record = bed.record("inband");
+    assert_eq!(record.provision_state.as_str(), "deploy failed");
+    let error = record.last_error.unwrap_or_default();
+    assert!(
+        error.contains("the agent offers no deploy step `deploy.erase_devices_metadata` (it offers: write_image)"),
+        "{error}"
+    );
+    assert_eq!(
+        write_image_runs(&bed.agent_log("inband")),
+        0,
+        "nothing was written"
     );
 }

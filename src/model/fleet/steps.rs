@@ -130,6 +130,11 @@ impl Builder {
             None => format!("node `{}`", node.name),
         };
         let offered = self.catalog.get(kind, implementation);
+        if in_band(&self.catalog, node, kind, &step.step) {
+            // The agent lists its steps only once it runs: the deploy
+            // checks this one against them before it sends anything.
+            return None;
+        }
         let Some(def) = offered.and_then(|imp| imp.step(&step.step)) else {
             let steps: Vec<&str> = offered
                 .map(|imp| imp.steps.iter().map(|s| s.step.as_str()).collect())
@@ -424,6 +429,21 @@ pub fn deploy_steps(
     Ok(steps)
 }
 
+/// Whether a requested step the deploy interface does not declare is one
+/// its agent may offer (Ironic's in-band deploy steps, from a hardware
+/// manager): a deploy step of an interface that deploys through the agent.
+fn in_band(catalog: &Catalog, node: &Node, kind: InterfaceType, step: &str) -> bool {
+    use crate::model::catalog::Capabilities;
+    kind == InterfaceType::Deploy
+        && catalog
+            .capabilities(kind, node.interfaces.get(kind))
+            .contains(Capabilities::NEEDS_AGENT)
+        && catalog
+            .get(kind, node.interfaces.get(kind))
+            .and_then(|imp| imp.step(step))
+            .is_none()
+}
+
 fn planned(catalog: &Catalog, node: &Node, req: &StepRequest) -> PlannedStep {
     // Who runs a step and whether it can be aborted are the interface's
     // to say, whatever priority or arguments a template or node gives it.
@@ -441,7 +461,8 @@ fn planned(catalog: &Catalog, node: &Node, req: &StepRequest) -> PlannedStep {
             _ => None,
         },
         abortable: def.is_some_and(|d| d.abortable),
-        by_agent: def.is_some_and(|d| d.by_agent),
+        by_agent: def.is_some_and(|d| d.by_agent)
+            || in_band(catalog, node, req.interface, &req.step),
         at: Some(req.at.clone()),
     }
 }
