@@ -82,6 +82,15 @@ pub async fn open(ctx: &Ctx, node: &Node) -> Result<(), DriverError> {
         .await
 }
 
+/// After a failed agent deploy: power the node off through the BMC, so
+/// its ramdisk does not keep running (the next deploy boots it afresh).
+pub async fn power_off_after_failure(ctx: &Ctx, node: &Node) -> Result<(), DriverError> {
+    ctx.registry
+        .power(node)?
+        .set_power_state(node, crate::vocab::PowerState::Off, ctx.power_timeout)
+        .await
+}
+
 /// `Op::CloseAgent`.
 pub async fn close(ctx: &Ctx, node: &Node) -> Result<(), DriverError> {
     ctx.agents.close(&node.name).await

@@ -433,7 +433,7 @@ pub async fn run_node(
         }
 
         let began = Instant::now();
-        let fenced = fence::within(permit, execute(ctx, &work.node, &op));
+        let fenced = fence::within(permit.clone(), execute(ctx, &work.node, &op));
         let result = if op.abortable() {
             tokio::select! {
                 r = fenced => Some(r),
@@ -486,13 +486,27 @@ pub async fn run_node(
             Err(e) => {
                 let message = format!("{}: {e}", op.label());
                 on_failure(&mut work.record, verb_at(&work.ops, index), &message);
+                if ctx.agents.is_open(&name) {
+                    // A failed deploy's ramdisk does not keep running, as
+                    // Ironic's `power_off_after_deploy_failure`; its agent
+                    // may not call back into another run either.
+                    let off = fence::within(
+                        permit,
+                        agent_deploy::power_off_after_failure(ctx, &work.node),
+                    )
+                    .await;
+                    match off {
+                        Ok(()) => work.record.power_state = Some(crate::vocab::PowerState::Off),
+                        Err(off) => {
+                            tracing::warn!(node = %name, error = %off, "could not power off the node after its failed deploy")
+                        }
+                    }
+                }
                 done.outcome = Outcome::Failed;
                 done.detail = Some(e.message.clone());
                 unsaved.journal = Some(Write::ClearJournal(name.clone()));
                 unsaved.events.push(done);
                 let _ = unsaved.save(ctx, &name, &work, &send).await;
-                // A failed deploy's agent may not call back into another
-                // run: the next boot gets a new token.
                 if let Err(close) = ctx.agents.close(&name).await {
                     tracing::warn!(node = %name, error = %close, "could not close the agent channel");
                 }

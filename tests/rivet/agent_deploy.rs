@@ -92,12 +92,15 @@ address = "{mac}"
 
 /// A fleet of `direct` nodes, the images, their server and the boot
 /// simulator, with rivet's API on a port of its own.
+///
+/// Fields drop in order: the ramdisks stop before their run roots (in the
+/// fleet directory) are removed.
 struct Bed {
+    boots: Option<RamdiskBoots>,
     fleet: TempFleet,
     port: u16,
     images: Images,
     server: ImageServer,
-    boots: Option<RamdiskBoots>,
     _images_dir: tempfile::TempDir,
 }
 
@@ -485,6 +488,15 @@ fn a_wrong_checksum_fails_the_deploy_with_the_agents_message() {
         error.contains("ImageChecksumError"),
         "the agent's message: {error}"
     );
+    assert_eq!(
+        record.power_state,
+        Some(rivet::vocab::PowerState::Off),
+        "powered off after the failure"
+    );
+    bed.boots()
+        .wait_for("wrong", "the ramdisk stops", Duration::from_secs(30), |b| {
+            b.last().is_some_and(|last| last.ended.is_some())
+        });
     // The channel is closed: the agent may not call back into another run.
     let store = Store::open(&bed.state()).unwrap();
     assert!(store.agents().unwrap().is_empty());
