@@ -626,5 +626,9 @@ async fn drop_journal(
         ..Event::note(name, "replan", Outcome::Noted, why, now())
     });
     let _ = unsaved.save(ctx, name, work, send).await;
+    // A re-planned deploy boots its ramdisk afresh, if it still has one.
+    if let Err(e) = ctx.agents.close(name).await {
+        tracing::warn!(node = %name, error = %e, "could not close the agent channel");
+    }
     NodeOutcome::Replanned
 }

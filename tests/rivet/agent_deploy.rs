@@ -464,8 +464,31 @@ fn three_direct_nodes_converge_to_active_with_their_images_on_disk() {
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", text(&check.stdout));
-    assert!(!stderr.contains(CANARY) && !text(&out.stdout).contains(CANARY));
-    assert_no_file_holds(&bed.dir().join(".rivet"), &[CANARY]);
+    // The agent logs the requests it served, rivet's command URLs with
+    // their token among them: each boot's token, which rivet never shows.
+    let tokens: Vec<String> = ["mbr", "gpt", "qcow"]
+        .iter()
+        .filter_map(|node| agent_token_in(&bed.agent_log(node)))
+        .collect();
+    assert_eq!(tokens.len(), 3, "each agent's log names its token");
+    let mut secrets: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    secrets.push(CANARY);
+    let said = format!("{}{stderr}", text(&out.stdout));
+    for secret in &secrets {
+        assert!(!said.contains(secret), "rivet's output holds a secret");
+    }
+    assert_no_file_holds(&bed.dir().join(".rivet"), &secrets);
+    assert_no_file_holds(&bed.dir().join("fake-bmc"), &secrets);
+}
+
+/// The agent token in an agent's log, where it logged a request to its API.
+fn agent_token_in(log: &str) -> Option<String> {
+    let at = log.find("agent_token=")? + "agent_token=".len();
+    let token: String = log[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    (token.len() >= 32).then_some(token)
 }
 
 #[test]
