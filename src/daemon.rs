@@ -327,12 +327,16 @@ fn watch(
     tx: mpsc::UnboundedSender<Event>,
 ) -> Result<Watcher, DaemonError> {
     use notify_debouncer_full::notify::{EventKind, RecursiveMode};
+    let root = std::path::absolute(&shared.dir).unwrap_or_else(|_| shared.dir.clone());
+    // A state file kept in the fleet directory itself leaves the whole
+    // directory watched: only a state directory of its own is skipped.
     let state_dir = shared
         .fleet()
         .conductor
         .state
         .parent()
-        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+        .filter(|dir| *dir != root);
     let mut debouncer = notify_debouncer_full::new_debouncer(
         Duration::from_millis(100),
         None,
@@ -356,7 +360,6 @@ fn watch(
         path: shared.dir.clone(),
         message: e.to_string(),
     })?;
-    let root = std::path::absolute(&shared.dir).unwrap_or_else(|_| shared.dir.clone());
     debouncer
         .watch(&root, RecursiveMode::Recursive)
         .map_err(|e| DaemonError::Watch {

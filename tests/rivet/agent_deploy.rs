@@ -764,3 +764,145 @@ fn an_in_band_step_the_agent_does_not_offer_fails_the_deploy_before_the_image_is
         "nothing was written"
     );
 }
+
+#[test]
+fn in_a_cluster_an_agent_that_calls_any_daemon_reaches_the_one_whose_deploy_waits_for_it() {
+    if !bed_can_run("an ironic-python-agent deploy test on etcd") {
+        return;
+    }
+    let etcd = crate::etcd_server::EtcdServer::start();
+    // Every ramdisk is told h1's URL (`ipa-api-url`), whichever daemon
+    // deploys its node.
+    let bed = Bed::new(
+        |images, server| {
+            ["c1", "c2", "c3", "c4"]
+                .iter()
+                .zip([
+                    "52:54:00:d6:00:01",
+                    "52:54:00:d6:00:02",
+                    "52:54:00:d6:00:03",
+                    "52:54:00:d6:00:04",
+                ])
+                .map(|(name, mac)| DirectNode {
+                    name,
+                    mac,
+                    image_url: server.url(images.mbr_raw.name()),
+                    disk_format: "raw",
+                    checksum: format!("sha256:{}", images.mbr_raw.sha256),
+                    extra: "",
+                })
+                .collect()
+        },
+        "120s",
+        &["c1", "c2", "c3", "c4"],
+    );
+    let rivet_toml = format!(
+        "{}\n[cluster]\netcd = [\"{}\"]\nlease_ttl = \"3s\"\n",
+        rivet_toml(bed.port, "120s").replace(
+            "[conductor]\n",
+            "[conductor]\npower_sync_interval = \"1h\"\n"
+        ),
+        etcd.url
+    );
+    std::fs::write(bed.dir().join("rivet.toml"), rivet_toml).unwrap();
+    let nodes = bed.dir().join("nodes/direct.toml");
+    let active = std::fs::read_to_string(&nodes).unwrap();
+    std::fs::write(
+        &nodes,
+        active.replace("provision = \"active\"", "provision = \"available\""),
+    )
+    .unwrap();
+
+    let daemon = |host: &str, port: u16| {
+        let state = bed.dir().join(format!("{host}.redb"));
+        DaemonProcess::start_with(
+            bed.dir(),
+            "info",
+            &[(CANARY_ENV, CANARY)],
+            &[
+                "--host",
+                host,
+                "--state",
+                state.to_str().unwrap(),
+                "--http",
+                &format!("127.0.0.1:{port}"),
+            ],
+            Duration::from_secs(30),
+        )
+    };
+    let h1 = daemon("h1", bed.port);
+    let h2 = daemon("h2", free_port());
+    let api = format!("http://127.0.0.1:{}", bed.port);
+    let http = reqwest::blocking::Client::new();
+    let node = |name: &str| -> serde_json::Value {
+        http.get(format!("{api}/v1/nodes/{name}"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let names = ["c1", "c2", "c3", "c4"];
+    let settled = || {
+        names.iter().all(|n| {
+            let doc = node(n);
+            doc["provision_state"] == "available" && doc["conductor"].is_string()
+        })
+    };
+    wait_until(
+        "every node available and owned",
+        Duration::from_secs(60),
+        settled,
+    );
+    let owners: Vec<String> = names
+        .iter()
+        .map(|n| node(n)["conductor"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        owners.iter().any(|o| o == "h2"),
+        "h2 owns a node: {owners:?}"
+    );
+
+    std::fs::write(&nodes, active).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !names.iter().all(|n| node(n)["provision_state"] == "active") {
+        if Instant::now() > deadline {
+            let states: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    let doc = node(n);
+                    format!(
+                        "{n}: {} {} {}",
+                        doc["provision_state"], doc["conductor"], doc["last_error"]
+                    )
+                })
+                .collect();
+            let logs: Vec<String> = h1
+                .logs()
+                .into_iter()
+                .chain(h2.logs())
+                .filter(|l| !l.contains("rivet::api::request"))
+                .collect();
+            panic!(
+                "not every node active within 120s: {states:#?}\n{}",
+                logs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (name, owner) in names.iter().zip(&owners) {
+        assert_eq!(
+            node(name)["conductor"],
+            owner.as_str(),
+            "{name} stayed with its owner"
+        );
+        assert_eq!(
+            write_image_runs(&bed.agent_log(name)),
+            1,
+            "{name}: write_image once"
+        );
+        let disk = bed.boots().disk(name).unwrap();
+        assert_disk_holds(&disk, &image_bytes(&bed.images.mbr_raw), name);
+    }
+    let logs = format!("{}\n{}", h1.stop().join("\n"), h2.stop().join("\n"));
+    assert!(!logs.contains(CANARY));
+}
