@@ -555,7 +555,7 @@ mod tests {
             "[hardware]\n\
              enabled_hardware_types = [\"redfish\", \"ipmi\", \"fake-hardware\"]\n\
              enabled_boot_interfaces = [\"pxe\", \"redfish-virtual-media\", \"fake\"]\n\
-             enabled_deploy_interfaces = [\"ramdisk\", \"autodetect\", \"fake\"]\n\
+             enabled_deploy_interfaces = [\"ramdisk\", \"autodetect\", \"fake\", \"direct\"]\n\
              enabled_inspect_interfaces = [\"redfish\", \"no-inspect\", \"fake\"]\n",
         )
         .unwrap();
@@ -667,5 +667,93 @@ mod tests {
         assert_eq!(manage["f"], [Op::Verify, Op::Inspect]);
         assert_eq!(manage["rf-none"], [Op::Verify]);
         assert_eq!(manage["ipmi"], [Op::Verify]);
+    }
+
+    #[test]
+    fn a_direct_deploy_boots_the_ramdisk_waits_for_its_agent_and_runs_ironics_steps_in_order() {
+        let sha = "a".repeat(64);
+        let direct = format!(
+            "deploy_interface = \"direct\"\n\
+             instance = {{ image = \"http://images/disk.qcow2\", checksum = \"sha256:{sha}\", disk_format = \"qcow2\", root_device = {{ serial = \"S1\" }} }}\n\
+             {ACTIVE}"
+        );
+        let nodes = format!(
+            "[[node]]\nname = \"net\"\ndriver = \"fake-hardware\"\n\
+             deploy_kernel = \"http://ipa/k\"\ndeploy_ramdisk = \"http://ipa/r\"\n{direct}\
+             [[node.ports]]\naddress = \"52:54:00:00:00:01\"\n\n\
+             [[node]]\nname = \"vmedia\"\n{REDFISH}boot_interface = \"redfish-virtual-media\"\n\
+             deploy_iso = \"http://ipa/ipa.iso\"\n{direct}\
+             [[node.ports]]\naddress = \"52:54:00:00:00:02\"\n"
+        );
+        let ops = deploy_ops(&nodes);
+        let begin = |step: &str, priority| Op::BeginStep {
+            interface: InterfaceType::Deploy,
+            step: step.into(),
+            priority,
+        };
+        let expected_after_boot = |boot: Vec<Op>| {
+            let mut all = vec![begin("deploy", 100), power(PowerState::Off)];
+            all.extend(boot);
+            all.extend([Op::OpenAgent, power(PowerState::On), Op::AwaitAgent]);
+            all
+        };
+        let net = &ops["net"];
+        assert_eq!(
+            net[..6],
+            expected_after_boot(vec![boot_device(BootDevice::Pxe)])[..]
+        );
+        let vmedia = &ops["vmedia"];
+        assert_eq!(
+            vmedia[..7],
+            expected_after_boot(vec![
+                Op::InsertMedia {
+                    image: "http://ipa/ipa.iso".into()
+                },
+                boot_device(BootDevice::Cdrom),
+            ])[..]
+        );
+        // Then the same for both (but each node's UUID in the image
+        // information): the agent's step, and Ironic's after it.
+        let rest = &net[6..];
+        assert_eq!(rest[1..], vmedia[8..]);
+        let Op::AgentStep {
+            step,
+            priority,
+            args,
+            ..
+        } = &rest[0]
+        else {
+            panic!("the agent's step first: {rest:?}");
+        };
+        assert_eq!((step.as_str(), *priority), ("write_image", 80));
+        let info = &args["image_info"];
+        assert_eq!(info["urls"][0], "http://images/disk.qcow2");
+        assert_eq!(info["disk_format"], "qcow2");
+        assert_eq!(info["os_hash_algo"], "sha256");
+        assert_eq!(info["os_hash_value"], sha.as_str());
+        assert_eq!(info["image_type"], "whole-disk");
+        assert!(
+            !info["id"].as_str().unwrap().contains('/'),
+            "the id names a cache file"
+        );
+        assert_eq!(
+            rest[1..],
+            [
+                begin("prepare_instance_boot", 60),
+                Op::AgentCommand {
+                    command: "standby.get_partition_uuids".into()
+                },
+                boot_device(BootDevice::Disk),
+                begin("tear_down_agent", 40),
+                Op::AgentCommand {
+                    command: "standby.power_off".into()
+                },
+                Op::CloseAgent,
+                power(PowerState::Off),
+                begin("boot_instance", 20),
+                power(PowerState::On),
+            ],
+            "no second power on after boot_instance"
+        );
     }
 }
