@@ -649,10 +649,20 @@ fn node_document(
             "rollout": node.and_then(|n| n.rollout.clone()),
         }),
     );
+    put(
+        "driver_internal_info",
+        match record.and_then(|r| r.agent.as_ref()) {
+            Some(agent) => json!({
+                "agent_url": agent.url,
+                "agent_version": agent.version,
+                "agent_secret_token": "******",
+            }),
+            None => json!({}),
+        },
+    );
     for key in [
         "clean_step",
         "service_step",
-        "driver_internal_info",
         "network_data",
         "raid_config",
         "target_raid_config",

@@ -396,6 +396,16 @@ impl Agents {
         }
     }
 
+    /// Where `name`'s agent listens and its version, once it heartbeated.
+    pub fn seen(&self, name: &str) -> Option<crate::store::records::AgentSeen> {
+        let table = self.table();
+        let record = &table.live.get(name)?.record;
+        Some(crate::store::records::AgentSeen {
+            url: record.callback_url.clone()?,
+            version: record.agent_version.clone(),
+        })
+    }
+
     /// How often the agent is told to heartbeat (it sends one every 0.3 to
     /// 0.6 of this).
     pub fn heartbeat_timeout(&self) -> Duration {

@@ -468,6 +468,11 @@ pub async fn run_node(
                     done.detail = Some(said.clone());
                 }
                 on_success(&mut work.record, &op, reading);
+                match op {
+                    Op::AwaitAgent => work.record.agent = ctx.agents.seen(&name),
+                    Op::CloseAgent => work.record.agent = None,
+                    _ => {}
+                }
                 // Committed with the next operation's start, or at the end.
                 unsaved.journal = Some(if index + 1 == total {
                     Write::ClearJournal(name.clone())
@@ -486,6 +491,7 @@ pub async fn run_node(
             Err(e) => {
                 let message = format!("{}: {e}", op.label());
                 on_failure(&mut work.record, verb_at(&work.ops, index), &message);
+                work.record.agent = None;
                 if ctx.agents.is_open(&name) {
                     // A failed deploy's ramdisk does not keep running, as
                     // Ironic's `power_off_after_deploy_failure`; its agent

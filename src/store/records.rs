@@ -67,6 +67,18 @@ pub struct NodeRecord {
     /// record. None for a single daemon, which owns every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conductor: Option<String>,
+    /// The agent of the deploy ramdisk the node runs now, once it called
+    /// back (Ironic's `driver_internal_info.agent_url`); never its token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSeen>,
+}
+
+/// Where a node's agent listens and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSeen {
+    pub url: String,
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 impl NodeRecord {
@@ -104,6 +116,7 @@ impl NodeRecord {
             inspection_finished_at: None,
             bios: BTreeMap::new(),
             conductor: None,
+            agent: None,
         }
     }
 }

@@ -906,3 +906,66 @@ fn in_a_cluster_an_agent_that_calls_any_daemon_reaches_the_one_whose_deploy_wait
     let logs = format!("{}\n{}", h1.stop().join("\n"), h2.stop().join("\n"));
     assert!(!logs.contains(CANARY));
 }
+
+#[test]
+fn while_the_agent_writes_the_daemon_shows_deploying_its_step_and_where_the_agent_listens() {
+    if !bed_can_run("an ironic-python-agent deploy test") {
+        return;
+    }
+    let bed = Bed::paced(
+        one_raw_node("shown", "52:54:00:d7:00:01", |i| &i.mbr_raw),
+        "120s",
+        &["shown"],
+        Duration::from_millis(12),
+    );
+    let daemon = DaemonProcess::start_with(
+        bed.dir(),
+        "info",
+        &[(CANARY_ENV, CANARY)],
+        &[],
+        Duration::from_secs(30),
+    );
+    let api = format!("http://127.0.0.1:{}", bed.port);
+    let http = reqwest::blocking::Client::new();
+    let node = || -> serde_json::Value {
+        http.get(format!("{api}/v1/nodes/shown"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    wait_until(
+        "the agent writes the image",
+        Duration::from_secs(60),
+        || node()["deploy_step"]["step"] == "write_image",
+    );
+    let doc = node();
+    assert_eq!(doc["provision_state"], "deploying", "{doc}");
+    assert_eq!(doc["target_provision_state"], "active");
+    assert_eq!(doc["deploy_step"]["priority"], 80);
+    let bed_url = bed
+        .boots()
+        .bed("shown")
+        .expect("the ramdisk runs")
+        .callback_url;
+    let internal = &doc["driver_internal_info"];
+    assert_eq!(
+        internal["agent_url"]
+            .as_str()
+            .map(|u| u.trim_end_matches('/')),
+        Some(bed_url.as_str())
+    );
+    assert_eq!(internal["agent_version"], "13.0.0");
+    assert_eq!(internal["agent_secret_token"], "******");
+    wait_until("the node is active", Duration::from_secs(60), || {
+        node()["provision_state"] == "active"
+    });
+    let doc = node();
+    assert_eq!(
+        doc["driver_internal_info"],
+        serde_json::json!({}),
+        "the agent is gone"
+    );
+    assert_eq!(doc["deploy_step"], serde_json::json!({}));
+    daemon.stop();
+}
