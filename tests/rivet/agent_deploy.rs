@@ -199,6 +199,30 @@ impl Bed {
             .unwrap()
     }
 
+    /// rivet's API, where the ramdisks look themselves up.
+    fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A node's document from a daemon serving the API.
+    fn api_node(&self, name: &str) -> serde_json::Value {
+        reqwest::blocking::get(format!("{}/v1/nodes/{name}", self.api()))
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// `rivet daemon` on the fleet with `args` (and the canary password).
+    fn daemon(&self, log: &str, args: &[&str]) -> DaemonProcess {
+        DaemonProcess::start_with(
+            self.dir(),
+            log,
+            &[(CANARY_ENV, CANARY)],
+            args,
+            Duration::from_secs(30),
+        )
+    }
+
     fn state(&self) -> PathBuf {
         self.dir().join(".rivet/state.redb")
     }
@@ -536,24 +560,10 @@ fn an_agent_that_never_calls_back_fails_the_deploy_after_the_callback_timeout() 
         "8s",
         &[],
     );
-    let daemon = DaemonProcess::start_with(
-        bed.dir(),
-        "rivet=debug",
-        &[(CANARY_ENV, CANARY)],
-        &[],
-        Duration::from_secs(30),
-    );
-    let api = format!("http://127.0.0.1:{}", bed.port);
+    let daemon = bed.daemon("rivet=debug", &[]);
+    let api = bed.api();
     let http = reqwest::blocking::Client::new();
-    let node = |field: &str| -> serde_json::Value {
-        let doc: serde_json::Value = http
-            .get(format!("{api}/v1/nodes/silent"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        doc[field].clone()
-    };
+    let node = |field: &str| bed.api_node("silent")[field].clone();
     wait_until(
         "the node waits for its agent",
         Duration::from_secs(30),
@@ -815,32 +825,20 @@ fn in_a_cluster_an_agent_that_calls_any_daemon_reaches_the_one_whose_deploy_wait
 
     let daemon = |host: &str, port: u16| {
         let state = bed.dir().join(format!("{host}.redb"));
-        DaemonProcess::start_with(
-            bed.dir(),
-            "info",
-            &[(CANARY_ENV, CANARY)],
-            &[
-                "--host",
-                host,
-                "--state",
-                state.to_str().unwrap(),
-                "--http",
-                &format!("127.0.0.1:{port}"),
-            ],
-            Duration::from_secs(30),
-        )
+        let http = format!("127.0.0.1:{port}");
+        let args = [
+            "--host",
+            host,
+            "--state",
+            state.to_str().unwrap(),
+            "--http",
+            &http,
+        ];
+        bed.daemon("info", &args)
     };
     let h1 = daemon("h1", bed.port);
     let h2 = daemon("h2", free_port());
-    let api = format!("http://127.0.0.1:{}", bed.port);
-    let http = reqwest::blocking::Client::new();
-    let node = |name: &str| -> serde_json::Value {
-        http.get(format!("{api}/v1/nodes/{name}"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
+    let node = |name: &str| bed.api_node(name);
     let names = ["c1", "c2", "c3", "c4"];
     let settled = || {
         names.iter().all(|n| {
@@ -918,22 +916,8 @@ fn while_the_agent_writes_the_daemon_shows_deploying_its_step_and_where_the_agen
         &["shown"],
         Duration::from_millis(12),
     );
-    let daemon = DaemonProcess::start_with(
-        bed.dir(),
-        "info",
-        &[(CANARY_ENV, CANARY)],
-        &[],
-        Duration::from_secs(30),
-    );
-    let api = format!("http://127.0.0.1:{}", bed.port);
-    let http = reqwest::blocking::Client::new();
-    let node = || -> serde_json::Value {
-        http.get(format!("{api}/v1/nodes/shown"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
+    let daemon = bed.daemon("info", &[]);
+    let node = || bed.api_node("shown");
     wait_until(
         "the agent writes the image",
         Duration::from_secs(60),
