@@ -253,45 +253,56 @@ impl Agents {
     /// Ironic's lookup: by `node_uuid` when given, else by any of the MAC
     /// addresses (lower case), among the nodes waiting for their agent.
     pub async fn lookup(&self, macs: &[String], uuid: Option<&str>) -> Result<Lookup, Refusal> {
-        let (name, mut record, fresh) = {
-            let table = self.table();
-            let found = match uuid {
-                Some(uuid) => table.by_uuid.get(uuid).and_then(|n| table.live.get(n)),
+        // The token is issued under the lock, so two lookups at once hand
+        // out one token: the other is told `******`.
+        let (name, record, issued) = {
+            let mut table = self.table();
+            let name = match uuid {
+                Some(uuid) => table.by_uuid.get(uuid).cloned(),
                 None => table
                     .live
                     .values()
-                    .find(|live| live.record.macs.iter().any(|m| macs.contains(m))),
+                    .find(|live| live.record.macs.iter().any(|m| macs.contains(m)))
+                    .map(|live| live.name.clone()),
             };
-            let Some(live) = found else {
+            let Some(live) = name.and_then(|n| table.live.get_mut(&n)) else {
                 return Err(Refusal::Unknown(not_found(macs, uuid)));
             };
-            (
-                live.name.clone(),
-                live.record.clone(),
-                live.record.token_sha256.is_none(),
-            )
+            let issued = if live.record.token_sha256.is_none() {
+                let token = fresh_token().map_err(Refusal::Store)?;
+                live.record.token_sha256 = Some(digest(&token));
+                live.record.token_issued_at = Some(now());
+                live.token = Some(AgentToken::new(token.clone()));
+                Some(AgentToken::new(token))
+            } else {
+                None
+            };
+            (live.name.clone(), live.record.clone(), issued)
         };
-        let token = if fresh {
-            let token = fresh_token().map_err(Refusal::Store)?;
-            record.token_sha256 = Some(digest(&token));
-            record.token_issued_at = Some(now());
-            self.save(vec![Write::Agent(name.clone(), record.clone())])
-                .await
-                .map_err(Refusal::Store)?;
-            let mut table = self.table();
-            match table.live.get_mut(&name) {
-                // Closed or reopened meanwhile: this boot is over.
-                Some(live) if live.record.boot == record.boot => {
-                    live.record = record.clone();
-                    live.token = Some(AgentToken::new(token.clone()));
+        let token = match issued {
+            Some(token) => {
+                // Durable before the agent has it: a restart accepts it.
+                if let Err(e) = self
+                    .save(vec![Write::Agent(name.clone(), record.clone())])
+                    .await
+                {
+                    let mut table = self.table();
+                    if let Some(live) = table.live.get_mut(&name)
+                        && live.record.boot == record.boot
+                    {
+                        live.record.token_sha256 = None;
+                        live.record.token_issued_at = None;
+                        live.token = None;
+                    }
+                    return Err(Refusal::Store(e));
                 }
-                _ => return Err(Refusal::Unknown(not_found(macs, uuid))),
+                tracing::info!(node = %name, boot = record.boot, "agent looked up: token handed out");
+                Some(token)
             }
-            tracing::info!(node = %name, boot = record.boot, "agent looked up: token handed out");
-            Some(AgentToken::new(token))
-        } else {
-            tracing::info!(node = %name, boot = record.boot, "agent looked up again: token withheld");
-            None
+            None => {
+                tracing::info!(node = %name, boot = record.boot, "agent looked up again: token withheld");
+                None
+            }
         };
         Ok(Lookup {
             uuid: record.uuid,
@@ -490,6 +501,28 @@ mod tests {
         open(&agents).await;
         let third = agents.lookup(&[MAC.into()], None).await.unwrap();
         assert_ne!(third.token.unwrap().expose(), token);
+    }
+
+    #[tokio::test]
+    async fn two_lookups_at_once_hand_out_one_token() {
+        let (_dir, agents) = agents();
+        open(&agents).await;
+        let lookups: Vec<_> = (0..8)
+            .map(|_| {
+                let agents = Arc::clone(&agents);
+                tokio::spawn(async move { agents.lookup(&[MAC.into()], None).await })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for lookup in lookups {
+            tokens.extend(lookup.await.unwrap().unwrap().token);
+        }
+        assert_eq!(tokens.len(), 1, "one lookup got the token");
+        let token = tokens[0].expose().to_string();
+        agents
+            .heartbeat(UUID, beat(&token, "http://127.0.0.1:9999"))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
