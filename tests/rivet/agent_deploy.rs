@@ -927,11 +927,14 @@ fn while_the_agent_writes_the_daemon_shows_deploying_its_step_and_where_the_agen
     assert_eq!(doc["provision_state"], "deploying", "{doc}");
     assert_eq!(doc["target_provision_state"], "active");
     assert_eq!(doc["deploy_step"]["priority"], 80);
-    let bed_url = bed
+    // The agent may call back before `ipa-up.sh` has returned to the
+    // simulator: wait for the bed's own record of where it listens.
+    let boots = bed
         .boots()
-        .bed("shown")
-        .expect("the ramdisk runs")
-        .callback_url;
+        .wait_for("shown", "the ramdisk is up", Duration::from_secs(30), |b| {
+            b.last().and_then(|last| last.bed()).is_some()
+        });
+    let bed_url = boots.last().unwrap().bed().unwrap().callback_url.clone();
     let internal = &doc["driver_internal_info"];
     assert_eq!(
         internal["agent_url"]
