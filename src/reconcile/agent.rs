@@ -128,16 +128,6 @@ fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Equal without revealing where they differ through timing.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
-}
-
 impl Agents {
     /// The channels the state file keeps open (a restart finds its agents
     /// still waiting); their tokens are learned again from heartbeats.
@@ -341,11 +331,9 @@ impl Agents {
                 return Err(Refusal::Unknown(format!("Node {uuid} could not be found.")));
             };
             let live = table.live.get_mut(&name).expect("indexed by uuid");
-            let valid = live
-                .record
-                .token_sha256
-                .as_deref()
-                .is_some_and(|expected| same(&digest(&given), expected));
+            let valid = live.record.token_sha256.as_deref().is_some_and(|expected| {
+                crate::driver::scrub::same_secret(&digest(&given), expected)
+            });
             if !valid {
                 tracing::warn!(node = %name, boot = live.record.boot, "heartbeat refused: invalid or missing agent token");
                 return Err(Refusal::Invalid(
