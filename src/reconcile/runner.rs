@@ -80,6 +80,16 @@ fn verb_at(ops: &[Op], index: usize) -> Option<Verb> {
     })
 }
 
+/// A node's `deploy_step` as Ironic shows it.
+fn step_document(
+    interface: InterfaceType,
+    step: &str,
+    priority: u32,
+    args: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> serde_json::Value {
+    serde_json::json!({ "interface": interface, "step": step, "priority": priority, "args": args })
+}
+
 /// Record changes when an operation starts.
 fn on_start(record: &mut NodeRecord, op: &Op) {
     match op {
@@ -94,19 +104,14 @@ fn on_start(record: &mut NodeRecord, op: &Op) {
             priority,
             args,
             ..
-        } => {
-            record.deploy_step = Some(serde_json::json!({
-                "interface": interface, "step": step, "priority": priority, "args": args,
-            }));
-        }
+        } => record.deploy_step = Some(step_document(*interface, step, *priority, args)),
         Op::BeginStep {
             interface,
             step,
             priority,
         } => {
-            record.deploy_step = Some(serde_json::json!({
-                "interface": interface, "step": step, "priority": priority, "args": {},
-            }));
+            let no_args = std::collections::BTreeMap::new();
+            record.deploy_step = Some(step_document(*interface, step, *priority, &no_args));
         }
         Op::AwaitAgent => record.provision_state = ProvisionState::WaitCallBack,
         Op::AgentStep {
@@ -116,9 +121,7 @@ fn on_start(record: &mut NodeRecord, op: &Op) {
             args,
         } => {
             record.provision_state = ProvisionState::Deploying;
-            record.deploy_step = Some(serde_json::json!({
-                "interface": interface, "step": step, "priority": priority, "args": args,
-            }));
+            record.deploy_step = Some(step_document(*interface, step, *priority, args));
         }
         Op::SetPower { target } => record.target_power_state = Some(*target),
         Op::Inspect => {
